@@ -1,0 +1,2 @@
+"""vdc: video action dataset condensation."""
+__version__ = "0.1.0"

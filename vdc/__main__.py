@@ -1,0 +1,44 @@
+"""``python -m vdc <stage> ...``: run one pipeline stage by hand (Snakemake runs the same commands).
+
+Each stage module exposes ``add_arguments(parser)`` and ``main(args)``; it is imported only when
+its stage runs, so ``python -m vdc --help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+STAGES = {
+    "toy": ("vdc.data.toy", "generate the synthetic action dataset (real H.264 videos, UCF101 layout)"),
+    "extract": ("vdc.data.extract", "decode a dataset's videos into one frames HDF5"),
+    "teacher": ("vdc.train.teacher", "train a network on the full training split (the 'Full dataset' row)"),
+    "experts": ("vdc.train.experts", "train expert trajectories for DATM"),
+    "stats": ("vdc.condense.edc_stats", "per-class BatchNorm input statistics of a trained network (EDC)"),
+    "condense": ("vdc.condense.stage", "condense a dataset with one method at one IPC and seed"),
+    "evaluate": ("vdc.evaluate", "train a fresh student on a condensed set under the unified protocol"),
+    "tables": ("vdc.tables", "build the paper's tables and Figure 4 from the evaluation JSONs"),
+    "gpu-lease": ("vdc.gpulease", "run a command on a leased free GPU (multi-GPU workstations)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    epilog = "stages:\n" + "\n".join(f"  {k:<10} {v[1]}" for k, v in STAGES.items())
+    top = argparse.ArgumentParser(prog="python -m vdc", description="vdc: video action dataset condensation",
+                                  epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("stage", choices=list(STAGES), metavar="stage", help="one of the stages below")
+    top.add_argument("args", nargs=argparse.REMAINDER, help="the stage's own arguments (see: <stage> --help)")
+    ns = top.parse_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    module = importlib.import_module(STAGES[ns.stage][0])
+    parser = argparse.ArgumentParser(prog=f"python -m vdc {ns.stage}", description=STAGES[ns.stage][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    from vdc.utils import setup_logging
+
+    setup_logging()
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""``python -m vdc.bench <name> [options]`` — dispatch to vdc/bench/<name>.py (add_arguments/main)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHES = {
+    "extract": "videos/s and frames/s of extraction at 1 and 2 workers, bytes per stored frame",
+    "protocol": "clips/s of the bare student step, the full protocol step and the test pass",
+    "datm": "time and memory of trajectory matching, naive vs bounded (recompute) mode",
+    "edc": "time per iteration and peak memory of EDC with one and three networks",
+}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    epilog = "benchmarks:\n" + "\n".join(f"  {k:<9} {v}" for k, v in BENCHES.items())
+    top = argparse.ArgumentParser(prog="python -m vdc.bench", epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("name", choices=list(BENCHES), metavar="name")
+    ns = top.parse_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    mod = importlib.import_module(f"vdc.bench.{ns.name}")
+    p = argparse.ArgumentParser(prog=f"python -m vdc.bench {ns.name}", description=BENCHES[ns.name])
+    mod.add_arguments(p)
+    return int(mod.main(p.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Configuration: loading, schema validation with defaults, and the settings each stage receives.
+
+One function, :func:`stage_settings`, builds the exact settings dict a stage needs from the study
+configuration. Snakemake passes that dict to the stage as a JSON ``params`` value (so a change to
+a stage's own settings reruns that stage only), and ``python -m vdc <stage> --config config.yaml``
+builds the same dict, so a stage run by hand behaves exactly as under Snakemake.
+
+Output file layout (relative to ``results``) is defined once here, in :data:`PATHS`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the file, the key and the fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# Declared outputs of every stage (format with results=..., plus the wildcards).
+PATHS = {
+    "toy_done": "{root}/ucfTrainTestlist/classInd.txt",
+    "frames": "{results}/frames/{dataset}.h5",
+    "frames_report": "{results}/frames/{dataset}.failed.tsv",
+    "teacher": "{results}/teachers/{dataset}/{arch}.pt",
+    "teacher_metrics": "{results}/teachers/{dataset}/{arch}.json",
+    "experts": "{results}/experts/{dataset}/experts.h5",
+    "stats": "{results}/stats/{dataset}/{arch}.h5",
+    "condensed": "{results}/condensed/{dataset}/{method}/ipc{ipc}-{temporal}-seed{seed}.h5",
+    "eval": "{results}/eval/{dataset}/{method}/ipc{ipc}-{temporal}-seed{seed}/{arch}-{labels}-{loss}-{cutmix}.json",
+    "tables": "{results}/tables",
+}
+
+
+def path(kind: str, **fields: Any) -> str:
+    return PATHS[kind].format(**fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation with defaults (the jsonschema "extend with default" recipe).
+
+def _default_filling_validator():
+    import jsonschema
+
+    base = jsonschema.Draft7Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` in place against the schema, filling defaults. Raises ConfigError."""
+    schema = load_schema()
+    validator = _default_filling_validator()(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+            msg = err.message
+            if err.validator == "additionalProperties":
+                allowed = sorted(err.schema.get("properties", {}))
+                msg += f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {where}: {msg}")
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)
+                          + "\nFix these keys (the schema is workflow/schemas/config.schema.yaml).")
+    _check_references(config, source)
+    return config
+
+
+def _check_references(cfg: dict, source: str) -> None:
+    for name in cfg["study"]["datasets"]:
+        if name not in cfg["datasets"]:
+            raise ConfigError(f"{source}: study.datasets names '{name}', which is not under datasets "
+                              f"(defined: {', '.join(cfg['datasets'])}).")
+    for name in list(cfg["study"]["methods"]) + list(cfg["study"].get("edc_networks", [])):
+        if name not in cfg["methods"]:
+            raise ConfigError(f"{source}: study names method '{name}', which has no entry under methods "
+                              f"(defined: {', '.join(cfg['methods'])}).")
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file.")
+    with open(path) as fh:
+        try:
+            cfg = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return validate_config(cfg, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers used by stages and by common.smk.
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """A temporal setting: condensed videos of ``t_c`` frames, the sampling of the clip the network
+    sees from them (naive / segment / sliding), and the interpolation to the clip length when
+    ``t_c`` is shorter (none / dup / linear)."""
+
+    t_c: int
+    sampling: str
+    interpolation: str
+
+    @property
+    def tag(self) -> str:
+        return f"tc{self.t_c}-{self.sampling}-{self.interpolation}"
+
+
+_TEMPORAL_RE = re.compile(r"^tc([0-9]+)-(naive|segment|sliding)-(none|dup|linear)$")
+
+
+def parse_temporal(tag: str) -> Temporal:
+    m = _TEMPORAL_RE.match(tag)
+    if not m:
+        raise ConfigError(f"temporal setting '{tag}' is not of the form tc<T>-<naive|segment|sliding>-<none|dup|linear>")
+    return Temporal(int(m.group(1)), m.group(2), m.group(3))
+
+
+def model_settings(cfg: dict, arch: str) -> dict:
+    return deep_merge({"width": 1.0, "dropout": 0.5}, cfg.get("models", {}).get(arch, {}))
+
+
+def method_settings(cfg: dict, dataset: str, method: str, ipc: int | None = None) -> dict:
+    """Settings of ``method`` (a registered name or a variant with ``base:``) for one dataset and IPC."""
+    if method not in cfg["methods"]:
+        raise ConfigError(f"method '{method}' has no entry under methods")
+    raw = cfg["methods"][method]
+    base = raw.get("base", method)
+    merged = deep_merge(cfg["methods"].get(base, {}), raw) if base != method else copy.deepcopy(raw)
+    over = cfg["datasets"][dataset].get("method_overrides", {}).get(method, {})
+    merged = deep_merge(merged, {k: v for k, v in over.items() if k != "ipc"})
+    if ipc is not None:
+        per_ipc = over.get("ipc", {})
+        merged = deep_merge(merged, per_ipc.get(ipc, per_ipc.get(str(ipc), {})))
+    merged["base"] = base
+    merged.setdefault("needs", [])
+    merged.setdefault("temporal", "tc8-naive-none")
+    return merged
+
+
+def section(cfg: dict, dataset: str, name: str) -> dict:
+    """teacher / experts / evaluate section with the dataset's stage_overrides applied."""
+    over = cfg["datasets"][dataset].get("stage_overrides", {}).get(name, {})
+    return deep_merge(cfg[name], over)
+
+
+def stage_settings(cfg: dict, stage: str, dataset: str, **wc: Any) -> dict:
+    """The complete settings dict of one job of ``stage`` (everything but its file paths)."""
+    ds = copy.deepcopy(cfg["datasets"][dataset])
+    ds["name"] = dataset
+    common = {"dataset": ds, "device": cfg["device"], "deterministic": cfg["deterministic"],
+              "workdir": cfg["workdir"]}
+    if stage in ("toy", "extract"):
+        return common
+    if stage in ("teacher", "stats"):
+        arch = wc["arch"]
+        return {**common, "arch": arch, "model": model_settings(cfg, arch),
+                "teacher": section(cfg, dataset, "teacher")}
+    if stage == "experts":
+        ex = section(cfg, dataset, "experts")
+        return {**common, "arch": ex["arch"], "model": model_settings(cfg, ex["arch"]), "experts": ex}
+    if stage == "condense":
+        method, ipc, seed = wc["method"], int(wc["ipc"]), int(wc["seed"])
+        ms = method_settings(cfg, dataset, method, ipc)
+        if "temporal" in wc:
+            ms["temporal"] = wc["temporal"]
+        archs = sorted({cfg["teacher"]["arch"], *ms.get("networks", [])})
+        return {**common, "method": method, "ipc": ipc, "seed": seed, "settings": ms,
+                "teacher_arch": cfg["teacher"]["arch"],
+                "models": {a: model_settings(cfg, a) for a in archs},
+                "experts_arch": cfg["experts"]["arch"],
+                "experts_model": model_settings(cfg, cfg["experts"]["arch"])}
+    if stage == "evaluate":
+        ev = section(cfg, dataset, "evaluate")
+        arch = wc["arch"]
+        ev.update(labels=wc["labels"], loss=wc["loss"], cutmix=(wc["cutmix"] == "cutmix"))
+        return {**common, "arch": arch, "model": model_settings(cfg, arch), "evaluate": ev,
+                "labeler_arch": ev["labeler_arch"], "labeler_model": model_settings(cfg, ev["labeler_arch"]),
+                "seed": int(wc["seed"])}
+    raise ConfigError(f"unknown stage '{stage}'")
+
+
+def settings_json(settings: dict) -> str:
+    """Canonical JSON (sorted keys) so that equal settings give equal Snakemake params."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

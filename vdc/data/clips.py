@@ -1,0 +1,222 @@
+"""Clip sampling, temporal processing and batched on-device augmentation.
+
+Everything here works on whole batches of tensors on the device (no per-sample Python work):
+
+* frame indices of training clips (random window at interval 8, or floor(L/8) when L < 64) and test
+  clips (the centre window) for real videos of different lengths;
+* the temporal processing of condensed videos of T_c frames: naive / segment / sliding-window
+  sampling and none / dup(lication) / linear interpolation when T_c < the clip length;
+* random resized crop + horizontal flip, identical for every frame of a clip, via one batched
+  ``grid_sample``; centre crop; ImageNet normalisation; CutMix.
+
+Clip tensors: uint8 or float pixels [B, T, H, W, 3] in storage layout; network input is float
+[B, 3, T, S, S] (N x C x T x H x W), normalised.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- frame indices
+
+def _interval(lengths: torch.Tensor, clip_len: int, interval: int) -> torch.Tensor:
+    short = lengths < clip_len * interval
+    return torch.where(short, (lengths // clip_len).clamp(min=1), torch.full_like(lengths, interval))
+
+
+def train_frame_indices(lengths: torch.Tensor, clip_len: int = 8, interval: int = 8,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random window of ``clip_len`` frames at ``interval`` (floor(L/clip_len) when the video is
+    shorter than clip_len*interval) for each video. lengths [B] -> long [B, clip_len]. Videos shorter
+    than clip_len loop (index modulo length)."""
+    lengths = lengths.long()
+    iv = _interval(lengths, clip_len, interval)
+    span = (clip_len - 1) * iv + 1
+    room = (lengths - span + 1).clamp(min=1)
+    u = torch.rand(lengths.shape, generator=generator, device="cpu").to(lengths.device)
+    start = (u * room).long().clamp(max=room - 1)
+    idx = start.unsqueeze(1) + iv.unsqueeze(1) * torch.arange(clip_len, device=lengths.device)
+    return idx % lengths.clamp(min=1).unsqueeze(1)
+
+
+def center_frame_indices(lengths: torch.Tensor, clip_len: int = 8, interval: int = 8) -> torch.Tensor:
+    """The centre window (the test clip) of each video. lengths [B] -> long [B, clip_len]."""
+    lengths = lengths.long()
+    iv = _interval(lengths, clip_len, interval)
+    span = (clip_len - 1) * iv + 1
+    start = ((lengths - span) // 2).clamp(min=0)
+    idx = start.unsqueeze(1) + iv.unsqueeze(1) * torch.arange(clip_len, device=lengths.device)
+    return idx % lengths.clamp(min=1).unsqueeze(1)
+
+
+def evenly_spaced_starts(length: int, span: int, m: int) -> list[int]:
+    """m window starts evenly spread over a video of ``length`` frames (RDED's candidate clips)."""
+    room = max(length - span, 0)
+    if m == 1:
+        return [room // 2]
+    return [round(i * room / (m - 1)) for i in range(m)]
+
+
+# ----------------------------------------------------------------------------- temporal processing
+
+def condensed_frame_indices(batch: int, t_c: int, clip_len: int, sampling: str,
+                            generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """Which frames of condensed videos of ``t_c`` frames form the clip the network sees.
+
+    naive   : the whole video is the clip (all t_c frames, in order);
+    segment : the video is cut into t_c // clip_len independent segments; each draw takes one whole
+              segment (Wang et al.);
+    sliding : any window of clip_len consecutive frames (overlapping windows share frames, so in
+              distillation they are optimised together).
+    When t_c <= clip_len, segment and sliding reduce to naive. Returns long [batch, T'].
+    """
+    if sampling == "naive" or t_c <= clip_len:
+        return torch.arange(t_c, device=device).expand(batch, t_c)
+    if sampling == "segment":
+        nseg = t_c // clip_len
+        seg = torch.randint(nseg, (batch,), generator=generator).to(device)
+        return seg.unsqueeze(1) * clip_len + torch.arange(clip_len, device=device)
+    if sampling == "sliding":
+        start = torch.randint(t_c - clip_len + 1, (batch,), generator=generator).to(device)
+        return start.unsqueeze(1) + torch.arange(clip_len, device=device)
+    raise ValueError(f"unknown temporal sampling '{sampling}' (naive, segment, sliding)")
+
+
+def interpolate_time(clips: torch.Tensor, clip_len: int, mode: str) -> torch.Tensor:
+    """Bring clips [B, T, H, W, C] with T < clip_len to clip_len frames: none (unchanged), dup (repeat
+    each frame, nearest-neighbour in time) or linear (linear interpolation along time)."""
+    t = clips.shape[1]
+    if mode == "none" or t >= clip_len:
+        return clips
+    if mode == "dup":
+        idx = (torch.arange(clip_len, device=clips.device) * t) // clip_len
+        return clips[:, idx]
+    if mode == "linear":
+        x = clips.float().permute(0, 2, 3, 4, 1)  # B H W C T
+        b, h, w, c, _ = x.shape
+        y = F.interpolate(x.reshape(b, h * w * c, t), size=clip_len, mode="linear", align_corners=True)
+        return y.reshape(b, h, w, c, clip_len).permute(0, 4, 1, 2, 3)
+    raise ValueError(f"unknown interpolation '{mode}' (none, dup, linear)")
+
+
+# ----------------------------------------------------------------------------- spatial augmentation
+
+def sample_resized_crop_boxes(batch: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                              generator: torch.Generator | None = None, tries: int = 10) -> torch.Tensor:
+    """torchvision RandomResizedCrop's box sampling, vectorised: returns float [batch, 4] boxes
+    (y0, x0, h, w) in pixels. Ten tries per clip, then the centre-crop fallback, as torchvision does."""
+    area = height * width
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    s = torch.empty(batch, tries).uniform_(scale[0], scale[1], generator=generator) * area
+    r = torch.exp(torch.empty(batch, tries).uniform_(log_r[0], log_r[1], generator=generator))
+    w = torch.sqrt(s * r).round()
+    h = torch.sqrt(s / r).round()
+    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    uy = torch.rand(batch, tries, generator=generator)
+    ux = torch.rand(batch, tries, generator=generator)
+    y0 = torch.floor(uy * (height - h + 1)).clamp(min=0)
+    x0 = torch.floor(ux * (width - w + 1)).clamp(min=0)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1))
+    boxes = torch.zeros(batch, 4)
+    has = first >= 0
+    j = first.clamp(min=0)
+    ar = torch.arange(batch)
+    boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3] = y0[ar, j], x0[ar, j], h[ar, j], w[ar, j]
+    # fallback: centre crop with the ratio clamped into range
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fh, fw = height, round(height * ratio[1])
+    else:
+        fw, fh = width, height
+    fb = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=torch.float)
+    boxes[~has] = fb
+    return boxes
+
+
+def crop_resize(clips: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop box (y0, x0, h, w) of every frame of each clip, resize to size x size (bilinear), flip
+    where ``flip`` is True. clips [B, T, H, W, C] uint8/float -> float [B, C, T, size, size] in [0, 1]."""
+    b, t, h, w, c = clips.shape
+    dev = clips.device
+    x = clips.permute(0, 1, 4, 2, 3).reshape(b, t * c, h, w).float()
+    if clips.dtype == torch.uint8:
+        x = x / 255.0
+    boxes = boxes.to(dev, torch.float)
+    y0, x0, bh, bw = boxes.unbind(1)
+    # pixel-centre coordinates of the output samples, mapped to normalised [-1, 1] input coords
+    lin = (torch.arange(size, device=dev, dtype=torch.float) + 0.5) / size
+    ys = y0.unsqueeze(1) + lin.unsqueeze(0) * bh.unsqueeze(1)  # [B, size]
+    xs = x0.unsqueeze(1) + lin.unsqueeze(0) * bw.unsqueeze(1)
+    if flip is not None:
+        xs = torch.where(flip.to(dev).unsqueeze(1), xs.flip(1), xs)
+    gy = ys / h * 2 - 1
+    gx = xs / w * 2 - 1
+    grid = torch.stack(torch.broadcast_tensors(gx.unsqueeze(1), gy.unsqueeze(2)), dim=-1)  # [B, size, size, 2]
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
+
+
+def random_resized_crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                             flip_p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-clip random resized crop + horizontal flip, the same for all frames of a clip.
+    [B, T, H, W, C] -> float [B, C, T, size, size] in [0, 1]."""
+    b, _, h, w, _ = clips.shape
+    boxes = sample_resized_crop_boxes(b, h, w, scale, ratio, generator)
+    flip = torch.rand(b, generator=generator) < flip_p
+    return crop_resize(clips, boxes, size, flip)
+
+
+def center_crop(clips: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre size x size crop (the test view); frames smaller than ``size`` are resized up.
+    [B, T, H, W, C] -> float [B, C, T, size, size] in [0, 1]."""
+    b, _, h, w, _ = clips.shape
+    ch, cw = min(size, h), min(size, w)
+    box = torch.tensor([(h - ch) // 2, (w - cw) // 2, ch, cw], dtype=torch.float).expand(b, 4)
+    return crop_resize(clips, box, size)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of [B, 3, T, H, W] pixels in [0, 1]."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    return x * std + mean
+
+
+def cutmix(x: torch.Tensor, alpha: float = 1.0, generator: torch.Generator | None = None):
+    """CutMix on [B, C, T, H, W]: one box (all frames) per batch pasted from a permutation of the
+    batch. Returns (mixed x, permutation, lam) with lam = kept fraction of the original."""
+    b, _, _, h, w = x.shape
+    lam = _beta(alpha, generator)
+    perm = torch.randperm(b, generator=generator).to(x.device)
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy = int(torch.randint(h, (1,), generator=generator))
+    cx = int(torch.randint(w, (1,), generator=generator))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return out, perm, lam
+
+
+def _beta(alpha: float, generator: torch.Generator | None) -> float:
+    """One Beta(alpha, alpha) draw, reproducible from ``generator``."""
+    import numpy as np
+
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))

@@ -1,0 +1,174 @@
+# Config access and target lists. Every rule file includes nothing itself; the Snakefile includes
+# this file first. Paths come from vdc.config.PATHS, settings from vdc.config.stage_settings, so
+# `python -m vdc <stage> --config ...` and Snakemake always agree.
+import shlex
+import sys
+from pathlib import Path
+
+from vdc.config import (
+    ConfigError,
+    PATHS,
+    method_settings,
+    parse_temporal,
+    settings_json,
+    stage_settings,
+    validate_config,
+)
+
+try:
+    validate_config(config, "config (config.yaml and --config overrides)")
+except ConfigError as _err:
+    raise WorkflowError(str(_err)) from None
+
+RESULTS = config["results"]
+WORKDIR = config["workdir"]
+LOGS = config["logs"]
+STUDY = config["study"]
+CONDA_ENV = "../../envs/vdc.yaml"
+
+
+def _uses_conda():
+    try:
+        return "conda" in {str(m).lower() for m in workflow.deployment_settings.deployment_method}
+    except AttributeError:
+        return False
+
+
+# The interpreter that runs the stages: the environment's python under --sdm conda, otherwise the
+# one running Snakemake (so a venv works without being activated).
+VDC = "python -m vdc" if _uses_conda() else f"{shlex.quote(sys.executable)} -m vdc"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_]+",
+    method=r"[A-Za-z0-9_]+",
+    arch=r"[a-z0-9_]+",
+    ipc=r"[0-9]+",
+    seed=r"[0-9]+",
+    temporal=r"tc[0-9]+-(naive|segment|sliding)-(none|dup|linear)",
+    labels=r"hard|soft|multisl",
+    loss=r"ce|kl|msegt",
+    cutmix=r"cutmix|nocutmix",
+
+
+# ------------------------------------------------------------------ paths
+def frames_file(dataset):
+    return PATHS["frames"].format(results=RESULTS, dataset=dataset)
+
+
+def teacher_file(dataset, arch):
+    return PATHS["teacher"].format(results=RESULTS, dataset=dataset, arch=arch)
+
+
+def teacher_metrics_file(dataset, arch):
+    return PATHS["teacher_metrics"].format(results=RESULTS, dataset=dataset, arch=arch)
+
+
+def experts_file(dataset):
+    return PATHS["experts"].format(results=RESULTS, dataset=dataset)
+
+
+def stats_file(dataset, arch):
+    return PATHS["stats"].format(results=RESULTS, dataset=dataset, arch=arch)
+
+
+def temporal_of(dataset, method, ipc):
+    return method_settings(config, dataset, method, int(ipc))["temporal"]
+
+
+def condensed_file(dataset, method, ipc, seed, temporal=None):
+    temporal = temporal or temporal_of(dataset, method, ipc)
+    return PATHS["condensed"].format(results=RESULTS, dataset=dataset, method=method, ipc=ipc,
+                                     temporal=temporal, seed=seed)
+
+
+def eval_file(dataset, method, ipc, seed, arch, labels, loss=None, cutmix=None, temporal=None):
+    ev = config["evaluate"]
+    if loss is None:
+        loss = ev["loss"] if labels != "hard" else "ce"
+    if cutmix is None:
+        cutmix = "cutmix" if ev["cutmix"] else "nocutmix"
+    temporal = temporal or temporal_of(dataset, method, ipc)
+    return PATHS["eval"].format(results=RESULTS, dataset=dataset, method=method, ipc=ipc, temporal=temporal,
+                                seed=seed, arch=arch, labels=labels, loss=loss, cutmix=cutmix)
+
+
+def tables_dir():
+    return PATHS["tables"].format(results=RESULTS)
+
+
+def log_file(rule, **wc):
+    tail = "/".join(f"{k}={v}" for k, v in wc.items()) or "all"
+    return f"{LOGS}/{rule}/{tail}.log"
+
+
+def bench_file(rule, **wc):
+    tail = "/".join(f"{k}={v}" for k, v in wc.items()) or "all"
+    return f"benchmarks/{rule}/{tail}.tsv"
+
+
+# ------------------------------------------------------------------ settings passed to stages
+def settings(stage):
+    """A params function: the stage's settings as shell-quoted canonical JSON."""
+
+    def fn(wildcards):
+        wc = dict(wildcards.items())
+        dataset = wc.pop("dataset")
+        return shlex.quote(settings_json(stage_settings(config, stage, dataset, **wc)))
+
+    return fn
+
+
+def method_needs(wildcards):
+    """Input files a condense job reads besides the frames, from the method's `needs`."""
+    ms = method_settings(config, wildcards.dataset, wildcards.method, int(wildcards.ipc))
+    needs = set(ms.get("needs", []))
+    out = {}
+    archs = sorted({config["teacher"]["arch"], *ms.get("networks", [])})
+    if "teacher" in needs:
+        for a in archs:
+            out[f"teacher_{a}"] = teacher_file(wildcards.dataset, a)
+    if "stats" in needs:
+        for a in archs if ms.get("networks") else [config["teacher"]["arch"]]:
+            out[f"stats_{a}"] = stats_file(wildcards.dataset, a)
+    if "experts" in needs:
+        out["experts"] = experts_file(wildcards.dataset)
+    if ms.get("init") == "rded":
+        out["init"] = condensed_file(wildcards.dataset, "rded", wildcards.ipc, wildcards.seed)
+    return out
+
+
+# ------------------------------------------------------------------ targets
+def study_condensed():
+    out = []
+    for ds in STUDY["datasets"]:
+        for m in STUDY["methods"]:
+            for ipc in STUDY["ipc"]:
+                for s in STUDY["seeds"]:
+                    out.append(condensed_file(ds, m, ipc, s))
+    return out
+
+
+def study_evals():
+    """Every evaluation the tables and Figure 4 need."""
+    out = []
+    for ds in STUDY["datasets"]:
+        for m in STUDY["methods"]:
+            for s in STUDY["seeds"]:
+                for ipc in STUDY["ipc"]:
+                    for lab in STUDY["labels"]:
+                        out.append(eval_file(ds, m, ipc, s, STUDY["eval_arch"], lab))
+                for arch in STUDY["cross_arch"]:
+                    out.append(eval_file(ds, m, STUDY["cross_arch_ipc"], s, arch, "multisl"))
+        for m in STUDY.get("edc_networks", []):
+            for s in STUDY["seeds"]:
+                out.append(eval_file(ds, m, STUDY["edc_networks_ipc"], s, STUDY["eval_arch"], "multisl"))
+    return sorted(set(out))
+
+
+def study_teachers():
+    return [teacher_metrics_file(ds, config["teacher"]["arch"]) for ds in STUDY["datasets"]]
+
+
+def all_targets():
+    return [f"{tables_dir()}/table8.md"]

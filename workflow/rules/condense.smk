@@ -1,0 +1,1 @@
+# condense rules (being written)

@@ -1,0 +1,1 @@
+# edc rules (being written)
