@@ -52,6 +52,11 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------ paths
+def pattern(kind):
+    """The output pattern of a stage with its {wildcards} left in, e.g. pattern("condensed")."""
+    return PATHS[kind].replace("{results}", RESULTS)
+
+
 def frames_file(dataset):
     return PATHS["frames"].format(results=RESULTS, dataset=dataset)
 
