@@ -1,0 +1,109 @@
+"""Pieces shared by the training loops (teacher, evaluation students): batches of real clips, the
+test pass, optimiser parameter groups, and resumable checkpoints with their random-number state.
+
+Randomness in a loop comes from two sources only: one explicit CPU ``torch.Generator`` (clip windows,
+crops, flips, shuffling, CutMix) and the global torch RNG (dropout, and anything a module draws).
+Both are saved in every checkpoint, so a resumed run continues exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from vdc.data import clips as C
+from vdc.data.frames import VideoBank
+from vdc.utils import save_torch
+
+
+# ----------------------------------------------------------------------------- data
+
+def train_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator: torch.Generator,
+                scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Training view of real videos: a random window of clip_len frames at clip_interval, one random
+    resized crop + flip per clip (same for all its frames), normalised.
+    videos [B] (bank positions, on the bank's device) -> float [B, 3, clip_len, S, S]."""
+    idx = C.train_frame_indices(bank.lengths[videos], dataset["clip_len"], dataset["clip_interval"], generator)
+    x = C.random_resized_crop_flip(bank.gather(videos, idx), dataset["input_size"], scale, ratio, generator=generator)
+    return C.normalize(x)
+
+
+def test_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict) -> torch.Tensor:
+    """Test view: the centre window, centre crop, normalised. videos [B] -> float [B, 3, clip_len, S, S]."""
+    idx = C.center_frame_indices(bank.lengths[videos], dataset["clip_len"], dataset["clip_interval"])
+    return C.normalize(C.center_crop(bank.gather(videos, idx), dataset["input_size"]))
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at K)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hit = top == labels.unsqueeze(1)
+    return [int(hit[:, :k].any(1).sum()) for k in ks]
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, bank: VideoBank, dataset: dict, batch: int = 100) -> dict:
+    """Top-1 / top-5 accuracy (percent) of ``model`` on every video of ``bank``, one centre clip x one
+    centre crop each, in batches of ``batch``. Restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    device = bank.labels.device
+    c1 = c5 = 0
+    n = len(bank)
+    for i in range(0, n, batch):
+        videos = torch.arange(i, min(i + batch, n), device=device)
+        h1, h5 = topk_correct(model(test_batch(bank, videos, dataset)), bank.labels[videos])
+        c1, c5 = c1 + h1, c5 + h5
+    model.train(was_training)
+    return {"top1": 100.0 * c1 / max(n, 1), "top5": 100.0 * c5 / max(n, 1)}
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW/SGD parameter groups: weight decay on weights with >= 2 dims (conv / linear kernels),
+    none on biases and norm parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def fingerprint(*parts) -> str:
+    """A short hash of JSON-able parts (settings, input paths): a checkpoint is resumed only by the
+    job that wrote it."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write a resumable checkpoint atomically (a kill mid-write leaves the previous one)."""
+    save_torch(state, path)
+
+
+def load_checkpoint(path: str | Path, expected_fingerprint: str) -> dict | None:
+    """The checkpoint at ``path`` if it exists and was written by the same job, else None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != expected_fingerprint:
+        return None
+    return state

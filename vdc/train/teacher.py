@@ -1,0 +1,178 @@
+"""The teacher stage: train one network on the full training split with the reference recipe.
+
+The trained network is the "Full dataset" row of the tables, the labeler of soft / Multi-SL labels,
+RDED's observer, Herding's feature model and EDC's statistics source.
+
+Recipe (study.md section 3; every value from ``settings["teacher"]``):
+
+* SGD(lr, momentum 0.9, weight decay 1e-4 on every parameter), gradient-norm clipping at 40;
+* learning rate lr * f(i) at iteration i (epoch e = i // iters_per_epoch):
+  f(i) = w(i) * gamma ** #{milestones m : e >= m},
+  w(i) = s + (1 - s) * min(1, i / (warmup_epochs * iters_per_epoch)), s = warmup_start_factor (0.1),
+  i.e. a per-iteration linear warm-up x0.1 -> x1, then x gamma (0.1) at each milestone (90, 130);
+* batch of ``batch`` videos, reshuffled every epoch (last batch may be smaller); one clip per video:
+  a random window of clip_len (8) frames at clip_interval (8) (floor(L/8) for short videos),
+  RandomResizedCrop(area scale 0.08-1, ratio 3/4-4/3) + flip to input_size, same box for every frame;
+* the train split is loaded once into device memory; test = one centre clip x centre crop per video.
+
+Resumable: after every epoch ``<workdir>/teacher/<dataset>-<arch>/last.pt`` holds the model, optimiser,
+scheduler, RNG states, epoch, curve and elapsed time; a rerun of the same job resumes from it and
+ends with exactly the weights of an uninterrupted run (deterministic CPU settings). The checkpoint is
+removed once the outputs are written.
+
+Outputs:
+  ``.pt``   {"arch", "num_classes", "model": {"width", "dropout"}, "state_dict", "settings"}
+  ``.json`` {"dataset", "arch", "top1", "top5" (percent, final epoch), "curve": [{epoch, loss, lr,
+            train_top1[, test_top1, test_top5]}], "wall_time_s", "device", "num_train", "num_test",
+            "num_parameters", "settings", "frames_file", "vdc_version"}
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vdc import __version__
+from vdc.cli import add_settings_arguments, resolve_settings
+from vdc.data.frames import Frames, load_bank
+from vdc.models import create_model
+from vdc.train import loop
+from vdc.utils import get_device, save_torch, seed_everything, set_threads, write_json
+
+log = logging.getLogger("vdc.teacher")
+
+
+def lr_factor(it: int, iters_per_epoch: int, cfg: dict) -> float:
+    """Multiplier of the base lr at iteration ``it``: linear warm-up, then step decay (see module doc)."""
+    warm = cfg["warmup_epochs"] * iters_per_epoch
+    s = cfg["warmup_start_factor"]
+    w = s + (1 - s) * min(1.0, it / warm) if warm > 0 else 1.0
+    epoch = it // iters_per_epoch
+    return w * cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
+
+
+def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=None) -> dict:
+    """Train the teacher of ``settings`` on the frames file; write the .pt and the .json; return the metrics."""
+    cfg, ds, arch = settings["teacher"], settings["dataset"], settings["arch"]
+    workdir = Path(workdir or Path(settings["workdir"]) / "teacher" / f"{ds['name']}-{arch}")
+    ckpt_path = workdir / "last.pt"
+    set_threads(cfg.get("threads"))
+    device = get_device(settings["device"])
+    seed_everything(cfg["seed"], settings["deterministic"])
+    t0 = time.time()
+
+    frames = Frames(frames_path)
+    train, test = load_bank(frames, "train", device), load_bank(frames, "test", device)
+    if len(train) == 0:
+        raise ValueError(f"{frames_path}: the train split is empty; check the dataset's annotations and rerun extract")
+    num_classes = frames.num_classes
+
+    model = create_model(arch, num_classes, **settings["model"]).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    iters = math.ceil(len(train) / cfg["batch"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, iters, cfg))
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    curve, start_epoch, elapsed = [], 0, 0.0
+
+    fp = loop.fingerprint(settings, str(Path(frames_path).resolve()))
+    state = loop.load_checkpoint(ckpt_path, fp)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loop.set_rng_state(state["rng"], gen)
+        curve, start_epoch, elapsed = state["curve"], state["epoch"], state["elapsed"]
+        log.info("resuming %s from epoch %d (%s)", arch, start_epoch, ckpt_path)
+
+    log.info("teacher %s on %s: %d train / %d test videos, %d classes, %d iterations/epoch, device %s",
+             arch, ds["name"], len(train), len(test), num_classes, iters, device)
+    model.train()
+    for epoch in range(start_epoch, cfg["epochs"]):
+        lr = opt.param_groups[0]["lr"]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(len(train), generator=gen).to(device)
+        for i in range(0, len(train), cfg["batch"]):
+            videos = perm[i:i + cfg["batch"]]
+            x = loop.train_batch(train, videos, ds, gen, cfg["scale"], cfg["ratio"])
+            y = train.labels[videos]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * len(videos)
+            correct += (logits.argmax(1) == y).sum()
+        row = {"epoch": epoch, "loss": float(loss_sum) / len(train), "lr": lr,
+               "train_top1": 100.0 * float(correct) / len(train)}
+        if (epoch + 1) % cfg["eval_every"] == 0 or epoch + 1 == cfg["epochs"]:
+            acc = loop.test_accuracy(model, test, ds, batch=cfg["batch"] * 2)
+            row.update(test_top1=acc["top1"], test_top5=acc["top5"])
+        curve.append(row)
+        log.info("epoch %d/%d %s", epoch + 1, cfg["epochs"],
+                 " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        loop.save_checkpoint({"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
+                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                              "rng": loop.rng_state(gen), "curve": curve,
+                              "elapsed": elapsed + time.time() - t0}, ckpt_path)
+
+    final = curve[-1]  # the last epoch is always tested
+    metrics = {"dataset": ds["name"], "arch": arch, "top1": final["test_top1"], "top5": final["test_top5"],
+               "curve": curve, "wall_time_s": elapsed + time.time() - t0, "device": _device_name(device),
+               "num_train": len(train), "num_test": len(test),
+               "num_parameters": sum(p.numel() for p in model.parameters()), "settings": settings,
+               "frames_file": str(frames_path), "vdc_version": __version__}
+    save_torch({"arch": arch, "num_classes": num_classes, "model": dict(settings["model"]),
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "settings": settings}, out_path)
+    write_json(metrics_path, metrics)
+    ckpt_path.unlink(missing_ok=True)
+    log.info("teacher %s: test top1 %.2f top5 %.2f in %.1f s", arch, metrics["top1"], metrics["top5"],
+             metrics["wall_time_s"])
+    return metrics
+
+
+def load_teacher(path, device="cpu") -> nn.Module:
+    """The trained network stored at ``path`` (a teacher .pt), on ``device``, in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: teacher not found; train it first (snakemake {path})")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = {"arch", "num_classes", "model", "state_dict"} - set(ckpt)
+    if missing:
+        raise ValueError(f"{path}: not a vdc teacher file (missing {', '.join(sorted(missing))}); retrain it")
+    model = create_model(ckpt["arch"], ckpt["num_classes"], **ckpt["model"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", required=True, help="frames HDF5 of the dataset")
+    p.add_argument("--out", required=True, help="trained network (.pt)")
+    p.add_argument("--metrics", required=True, help="test accuracy and learning curve (.json)")
+    p.add_argument("--arch", help="architecture (with --config; default: the config's teacher.arch)")
+    add_settings_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    arch = args.arch
+    if args.config and not arch:
+        from vdc.config import load_config
+
+        arch = load_config(args.config)["teacher"]["arch"]
+    settings = resolve_settings(args, "teacher", arch=arch)
+    train_teacher(args.frames, args.out, args.metrics, settings)
+    return 0
