@@ -1,0 +1,83 @@
+"""Herding selection (Welling 2009; study.md section 6).
+
+Features: for every training video, the teacher's pooled embedding ``teacher.forward_features`` of its
+centre clip (``clip_len`` frames at ``clip_interval``, centre crop to ``input_size``, ImageNet
+normalisation) — the test view, computed in batches of ``batch`` on the device. f_i in R^D.
+
+Selection, per class with features f_1..f_n and mean mu = (1/n) sum_i f_i, greedily for t = 0..k-1::
+
+    i_t = argmin_{i not selected} || (t + 1) * mu - sum_{j selected} f_j - f_i ||_2
+
+i.e. the video whose feature, added to those already chosen, brings their mean closest to the class
+mean (the classic herding rule; ``criterion: argmin``, the default). DeepCore — whose output the
+paper's Herding row used — takes the argmax of the same distance instead (``criterion: argmax``).
+
+Each selected video contributes its centre window of T_c frames at the real clip interval (uint8,
+storage size). A class with fewer than IPC training videos contributes all of them (with a warning).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vdc.condense import register_method
+from vdc.condense.base import Context
+from vdc.condense.random import class_pool, window_indices
+from vdc.condensed import CondensedSet
+from vdc.data.clips import center_crop, center_frame_indices, normalize
+from vdc.data.frames import VideoBank
+
+
+def herding_order(features: torch.Tensor, k: int, criterion: str = "argmin") -> list[int]:
+    """Indices of ``k`` rows of ``features`` [n, D] in greedy herding order (see the module docstring)."""
+    if criterion not in ("argmin", "argmax"):
+        raise ValueError(f"herding criterion must be argmin or argmax, got '{criterion}'")
+    f = features.double()
+    n = f.shape[0]
+    mu = f.mean(0)
+    total = torch.zeros_like(mu)
+    free = torch.ones(n, dtype=torch.bool)
+    order = []
+    for t in range(min(k, n)):
+        dist = torch.linalg.vector_norm((t + 1) * mu - total - f, dim=1)
+        dist[~free] = float("inf") if criterion == "argmin" else -float("inf")
+        i = int(dist.argmin() if criterion == "argmin" else dist.argmax())
+        order.append(i)
+        free[i] = False
+        total += f[i]
+    return order
+
+
+@torch.inference_mode()
+def centre_clip_features(model: torch.nn.Module, bank: VideoBank, clip_len: int, interval: int, size: int,
+                         batch: int) -> torch.Tensor:
+    """``model.forward_features`` of the centre clip of every video of ``bank``: float [len(bank), D] (CPU)."""
+    out = []
+    for lo in range(0, len(bank), batch):
+        pos = torch.arange(lo, min(lo + batch, len(bank)), device=bank.lengths.device)
+        idx = center_frame_indices(bank.lengths[pos], clip_len, interval)
+        x = normalize(center_crop(bank.gather(pos, idx), size))
+        out.append(model.forward_features(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, getattr(model, "num_features", 0))
+
+
+@register_method("herding")
+def condense(ctx: Context) -> CondensedSet:
+    criterion = ctx.settings.get("criterion", "argmin")
+    interval = int(ctx.dataset["clip_interval"])
+    bank = ctx.train_bank
+    feats = centre_clip_features(ctx.teacher(), bank, ctx.clip_len, interval, ctx.input_size,
+                                 int(ctx.settings.get("batch", 64)))
+    bank_ids = bank.ids.numpy()
+    bank_pos = {int(v): i for i, v in enumerate(bank_ids)}
+    videos = []
+    for c in range(ctx.num_classes):
+        pos = np.array([bank_pos[int(v)] for v in class_pool(ctx, c, ctx.ipc)], np.int64)
+        order = herding_order(feats[pos], ctx.ipc, criterion) if len(pos) else []
+        videos.append(bank_ids[pos[order]] if order else np.zeros(0, np.int64))
+    videos = np.concatenate(videos).astype(np.int64)
+    idx = window_indices(ctx.frames.lengths[videos], ctx.temporal.t_c, interval, "centre")
+    pos = torch.as_tensor([bank_pos[int(v)] for v in videos], dtype=torch.long, device=bank.lengths.device)
+    clips = bank.gather(pos, torch.as_tensor(idx, device=bank.lengths.device)).cpu().numpy()
+    return CondensedSet(clips=clips, labels=ctx.frames.labels[videos], source_video=videos, source_frames=idx,
+                        attrs={"criterion": criterion, "feature_arch": ctx.stage["teacher_arch"]})
