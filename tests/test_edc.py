@@ -1,0 +1,294 @@
+"""EDC: the statistics pass, the matching loss, the EMA, network rotation, resume, and the output."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from vdc.condense.base import Context
+from vdc.condense.edc import StatMatcher, condense, ema_stat
+from vdc.condense import edc as edc_mod
+from vdc.condense.edc_stats import EDCStats, LayerStats, bn_layers, compute_stats, read_stats, write_stats
+from vdc.condensed import CondensedSet
+from vdc.data import clips as C
+from vdc.data.frames import Frames, write_frames
+from vdc.models import create_model
+
+torch.set_num_threads(1)
+
+K, SIZE = 3, 48
+
+
+def _frames(path, per_class=2, length=16, size=SIZE, seed=0):
+    """Planted videos: class k has brightness around 60k + noise, so classes differ."""
+    rng = np.random.default_rng(seed)
+    vids, labels, splits = [], [], []
+    for split, n in ((0, per_class), (1, 1)):
+        for k in range(K):
+            for _ in range(n):
+                base = rng.integers(0, 120, (1, 1, 1, 3)) + 60 * k
+                noise = rng.integers(0, 60, (length, size, size, 3))
+                vids.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+                labels.append(k)
+                splits.append(split)
+    write_frames(path, vids, labels, splits, [f"c{k}" for k in range(K)])
+    return path
+
+
+def _randomise_bn(net, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _, m in bn_layers(net):
+        m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+        m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net
+
+
+def _tiny(arch="minic3d", width=0.125, seed=0):
+    torch.manual_seed(seed)
+    return _randomise_bn(create_model(arch, K, width=width), seed).eval()
+
+
+# ------------------------------------------------------------------------------ statistics pass
+
+def test_stats_pass_reproduces_hand_computed_class_moments(tmp_path):
+    path = _frames(tmp_path / "f.h5")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.BatchNorm3d(3), nn.Conv3d(3, 4, 1), nn.BatchNorm3d(4))
+    _randomise_bn(net).eval()
+    before = [m.running_mean.clone() for _, m in bn_layers(net)]
+    with Frames(path) as fr:
+        stats = compute_stats(net, fr, clip_len=4, clip_interval=4, input_size=SIZE, batch=4)
+        train = fr.split_ids("train")
+        # by hand: length 16, 4 frames at interval 4 -> span 13, start (16-13)//2 = 1 -> frames 1, 5, 9, 13
+        per_sample = {0: [], 1: []}
+        for v in train:
+            x = torch.from_numpy(fr.read_video(int(v))[[1, 5, 9, 13]]).float() / 255  # [T, H, W, 3]
+            x = ((x - torch.tensor(C.MEAN)) / torch.tensor(C.STD)).permute(3, 0, 1, 2)[None]  # [1, 3, T, H, W]
+            z1 = x
+            with torch.no_grad():
+                z2 = net[1](net[0](x))
+            per_sample[0].append((int(fr.labels[v]), z1.mean((0, 2, 3, 4)), z1.var((0, 2, 3, 4), unbiased=False)))
+            per_sample[1].append((int(fr.labels[v]), z2.mean((0, 2, 3, 4)), z2.var((0, 2, 3, 4), unbiased=False)))
+    assert stats.num_clips == len(train) == 2 * K
+    assert list(stats.layers) == ["0", "2"]
+    for li, name in enumerate(["0", "2"]):
+        ls = stats.layers[name]
+        for k in range(K):
+            ms = torch.stack([m for lab, m, _ in per_sample[li] if lab == k])
+            vs = torch.stack([v for lab, _, v in per_sample[li] if lab == k])
+            np.testing.assert_allclose(ls.class_mean[k], ms.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(ls.class_var[k], vs.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+        assert ls.counts.tolist() == [2] * K
+    np.testing.assert_allclose(stats.layers["2"].running_var, net[2].running_var.numpy())
+    # the pass leaves the network's running statistics alone
+    for b, (_, m) in zip(before, bn_layers(net)):
+        assert torch.equal(b, m.running_mean)
+    # round trip: mean stays mean, variance stays variance
+    stats.attrs.update(arch="custom")
+    write_stats(stats, tmp_path / "s.h5")
+    back = read_stats(tmp_path / "s.h5")
+    assert back.num_clips == 2 * K and back.attrs["arch"] == "custom"
+    for name, ls in stats.layers.items():
+        np.testing.assert_array_equal(back.layers[name].class_mean, ls.class_mean)
+        np.testing.assert_array_equal(back.layers[name].class_var, ls.class_var)
+        assert not np.allclose(back.layers[name].class_mean, back.layers[name].class_var)
+        np.testing.assert_array_equal(back.layers[name].running_mean, ls.running_mean)
+
+
+def test_stats_pass_on_minic3d_matches_per_sample_loop(tmp_path):
+    path = _frames(tmp_path / "f.h5")
+    net = _tiny()
+    with Frames(path) as fr:
+        stats = compute_stats(net, fr, clip_len=4, clip_interval=4, input_size=SIZE, batch=5)
+        vids = fr.split_ids("train")
+        x = torch.from_numpy(np.stack([fr.read_video(int(v))[[1, 5, 9, 13]] for v in vids])).float() / 255
+        x = C.normalize(x.permute(0, 4, 1, 2, 3))
+        labels = fr.labels[vids]
+    with torch.no_grad():
+        z = net.features[:5](x)  # input of the second BatchNorm3d ("features.5")
+    m, v = z.mean((2, 3, 4)), z.var((2, 3, 4), unbiased=False)
+    for k in range(K):
+        sel = torch.from_numpy(labels == k)
+        np.testing.assert_allclose(stats.layers["features.5"].class_mean[k], m[sel].mean(0).detach().numpy(),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(stats.layers["features.5"].class_var[k], v[sel].mean(0).detach().numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        with Frames(path) as fr:
+            compute_stats(net.train(), fr, 4, 4, SIZE)
+
+
+# ------------------------------------------------------------------------------ matching loss and EMA
+
+def _batch_moments(net, x):
+    """mean/var over (batch, t, h, w) at every BN input, by a plain forward with hooks."""
+    out = {}
+    hs = [m.register_forward_hook(lambda mod, i, o, n=n: out.__setitem__(n, (i[0].mean((0, 2, 3, 4)),
+                                                                          i[0].var((0, 2, 3, 4), unbiased=False))))
+          for n, m in bn_layers(net)]
+    with torch.no_grad():
+        net(x)
+    for h in hs:
+        h.remove()
+    return out
+
+
+def test_matching_loss_zero_at_targets_positive_otherwise_and_reaches_clips():
+    net = _tiny()
+    x = torch.randn(4, 3, 8, SIZE, SIZE)
+    y = torch.tensor([0, 1, 1, 2])
+    for _ in bn_layers(net):  # layer l's input depends on the BN layers before it: settle them in order
+        mom = _batch_moments(net, x)
+        for n, m in bn_layers(net):
+            m.running_mean.copy_(mom[n][0])
+            m.running_var.copy_(mom[n][1])
+    mom = _batch_moments(net, x)
+    layers = {n: LayerStats(class_mean=np.tile(mom[n][0].numpy(), (K, 1)), class_var=np.tile(mom[n][1].numpy(), (K, 1)),
+                            counts=np.ones(K, np.int64), running_mean=mom[n][0].numpy(), running_var=mom[n][1].numpy())
+              for n in mom}
+    stats = EDCStats(layers=layers, attrs={"num_clips": K})
+    for class_wise in (True, False):
+        matcher = StatMatcher(net, stats, 10.0, 0.8, class_wise)
+        matcher.labels = y
+        net(x)
+        assert float(matcher.loss().detach()) == pytest.approx(0.0, abs=1e-4)
+        matcher.remove()
+    # move one class target: the class-wise term becomes positive and its gradient reaches the clips
+    stats.layers["features.1"].class_mean[1] += 1.0
+    matcher = StatMatcher(net, stats, 10.0, 0.8, True)
+    xg = x.clone().requires_grad_(True)
+    matcher.labels = y
+    net(xg)
+    loss = matcher.loss()
+    assert float(loss.detach()) > 0.1
+    loss.backward()
+    assert xg.grad is not None and float(xg.grad.abs().sum()) > 0
+    # the first layer is weighted by first_layer_weight: with weight 0 that term vanishes
+    matcher.remove()
+    m0 = StatMatcher(net, stats, 0.0, 0.8, True)
+    m0.labels = y
+    net(x)
+    assert float(m0.loss().detach()) == pytest.approx(0.0, abs=1e-4)
+    m0.remove()
+
+
+def test_ema_has_the_ema_value_and_the_current_batch_gradient():
+    w = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    prev = torch.tensor([0.5, 0.5, 0.5])
+    cur = w * w
+    out, state = ema_stat(prev, cur, 0.8)
+    expected = 0.8 * prev + 0.2 * (w * w).detach()
+    torch.testing.assert_close(out.detach(), expected)
+    torch.testing.assert_close(state, expected)
+    assert not state.requires_grad
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, 2 * w.detach())  # d(sum w²)/dw: the current batch's gradient
+    first, state0 = ema_stat(None, cur.detach() + 1, 0.8)  # first iteration: the EMA starts at the batch value
+    torch.testing.assert_close(first, cur.detach() + 1)
+    torch.testing.assert_close(state0, first)
+
+
+# ------------------------------------------------------------------------------ the method
+
+class _Ctx(Context):
+    """A Context whose networks are built in the test (no teacher files needed)."""
+
+    nets: dict = {}
+
+    def teacher(self, arch=None):
+        return self.nets[arch or "minic3d"]
+
+
+def _ctx(tmp_path, frames, nets, stats_paths, workdir="work", **over):
+    settings = {"networks": list(nets), "init": "real", "iterations": 4, "lr": 0.05, "betas": [0.5, 0.9],
+                "r_bn": 0.01, "first_layer_weight": 10.0, "ema_momentum": 0.8, "class_wise": True,
+                "scale": [0.5, 1.0], "batch": 4, "checkpoint_every": 2, "temporal": "tc6-sliding-none"}
+    settings.update(over)
+    stage = {"dataset": {"name": "t", "clip_len": 4, "clip_interval": 4, "input_size": SIZE},
+             "method": "edc", "teacher_arch": "minic3d"}
+    ctx = _Ctx(frames_path=frames, ipc=2, seed=3, settings=settings, stage=stage, device=torch.device("cpu"),
+               workdir=tmp_path / workdir, stats_paths=stats_paths)
+    ctx.nets = nets
+    return ctx
+
+
+def _setup(tmp_path, archs=("minic3d",)):
+    frames = _frames(tmp_path / "f.h5")
+    nets, paths = {}, {}
+    for i, a in enumerate(archs):
+        nets[a] = _tiny(width=0.125 * (i + 1), seed=i)
+        with Frames(frames) as fr:
+            st = compute_stats(nets[a], fr, 4, 4, SIZE)
+        paths[a] = tmp_path / f"{a}.h5"
+        write_stats(st, paths[a])
+    return frames, nets, paths
+
+
+def test_condense_output_shapes_labels_and_range(tmp_path):
+    frames, nets, paths = _setup(tmp_path)
+    ctx = _ctx(tmp_path, frames, nets, paths)
+    cs = condense(ctx)
+    assert cs.clips.shape == (K * 2, 6, SIZE, SIZE, 3) and cs.clips.dtype == np.float32
+    assert cs.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert cs.clips.min() >= 0 and cs.clips.max() <= 1
+    with Frames(frames) as fr:
+        assert (fr.labels[cs.source_video] == cs.labels).all() and (fr.split[cs.source_video] == 0).all()
+    assert cs.attrs["networks"] == ["minic3d"] and cs.attrs["settings"]["iterations"] == 4
+    assert cs.attrs["chunks"] == 2 and cs.attrs["t_c"] == 6
+    cs.write(tmp_path / "c.h5")
+    assert CondensedSet.read(tmp_path / "c.h5").attrs["networks"] == ["minic3d"]
+    # the clips moved away from their real initialisation
+    init, _, _ = edc_mod.init_real(_ctx(tmp_path, frames, nets, paths, workdir="w2"), 6)
+    assert float(np.abs(cs.clips - init.numpy()).max()) > 1e-3
+
+
+def test_rotation_visits_every_network_in_order(tmp_path):
+    frames, nets, paths = _setup(tmp_path, ("minic3d", "slowonly_r18"))
+    calls = []
+    for name, net in nets.items():
+        net.register_forward_pre_hook(lambda mod, inp, name=name: calls.append(name))
+    ctx = _ctx(tmp_path, frames, nets, paths, iterations=3, batch=6)  # one chunk of all 6 clips
+    cs = condense(ctx)
+    assert calls == ["minic3d", "slowonly_r18", "minic3d"]
+    assert cs.attrs["networks"] == ["minic3d", "slowonly_r18"]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    frames, nets, paths = _setup(tmp_path)
+    full = condense(_ctx(tmp_path, frames, nets, paths, workdir="a", iterations=5))
+    real_step = edc_mod.edc_step
+    done = []
+
+    def dying_step(*a, **kw):
+        if len(done) == 7:  # chunk 0 finished (5 its), chunk 1 checkpointed at iteration 2
+            raise KeyboardInterrupt("killed")
+        done.append(1)
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(edc_mod, "edc_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        condense(_ctx(tmp_path, frames, nets, paths, workdir="b", iterations=5))
+    st = torch.load(tmp_path / "b" / edc_mod.STATE_FILE, weights_only=False)
+    assert (st["chunk"], st["iter"]) == (1, 2)
+    monkeypatch.setattr(edc_mod, "edc_step", real_step)
+    resumed = condense(_ctx(tmp_path, frames, nets, paths, workdir="b", iterations=5))
+    np.testing.assert_array_equal(resumed.clips, full.clips)
+    # other settings do not resume from that state
+    other = condense(_ctx(tmp_path, frames, nets, paths, workdir="b", iterations=2))
+    assert not np.array_equal(other.clips, full.clips)
+
+
+def test_edc_dagger_and_rded_init(tmp_path):
+    frames, nets, paths = _setup(tmp_path)
+    rng = np.random.default_rng(0)
+    rded = CondensedSet(clips=rng.integers(0, 255, (K * 2, 4, SIZE + 8, SIZE + 8, 3), dtype=np.uint8),
+                        labels=np.repeat(np.arange(K), 2), source_video=np.arange(K * 2))
+    rded.write(tmp_path / "rded.h5")
+    ctx = _ctx(tmp_path, frames, nets, {}, init="rded", class_wise=False, iterations=2)
+    ctx.init_path = tmp_path / "rded.h5"
+    x, labels, src = edc_mod.init_rded(ctx, 6)
+    assert x.shape == (K * 2, 6, SIZE, SIZE, 3) and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # 4 -> 6 frames by repetition: frames 0,0,1,2,2,3; centre crop offset 4
+    np.testing.assert_allclose(x[0, 1].numpy(), rded.clips[0, 0, 4:4 + SIZE, 4:4 + SIZE] / 255, atol=1e-5)
+    np.testing.assert_allclose(x[0, 5].numpy(), rded.clips[0, 3, 4:4 + SIZE, 4:4 + SIZE] / 255, atol=1e-5)
+    cs = condense(ctx)  # EDC-dagger needs no statistics file
+    assert cs.attrs["class_wise"] is False and cs.source_video.tolist() == list(range(K * 2))

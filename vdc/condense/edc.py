@@ -1,0 +1,362 @@
+"""EDC for video: space-time statistical matching with one or several condensation networks.
+
+Synthetic set: ``IPC`` videos per class, each ``T_c`` frames of ``input_size``² RGB, held as one
+tensor [N, T_c, S, S, 3] in ImageNet-normalised space (so the learning rate 0.05 means what it means
+in the reference, which optimises normalised images) and clamped to the valid pixel range [0, 1]
+after every step. Labels are class-major: clip i has class i // IPC.
+
+Initialisation (``init``): ``real`` — for each class IPC random training videos (seeded), each the
+centre window of T_c frames at the clip interval (floor(L/T_c) when shorter), centre-cropped to
+input_size; ``rded`` — the clips of the RDED set at ``ctx.init_path`` (T' frames; T' < T_c is
+stretched by repeating frames, T' > T_c keeps the centre T_c), centre-cropped.
+
+Batches: the class-major set is cut into consecutive chunks of ``batch`` videos, and each chunk is
+optimised on its own for ``iterations`` iterations (fresh Adam, cosine schedule and EMA), as
+SRe2L/EDC's recover step does per batch. Class-major chunks hold as few classes as the batch size
+allows, which keeps the class-wise targets as class-specific as possible.
+
+One iteration on a chunk x [B, T_c, S, S, 3] with labels y [B]:
+
+1. network  = networks[it mod len(networks)] (rotation, eval mode, frozen);
+2. clip     = frames ``condensed_frame_indices(B, T_c, clip_len, sampling)`` of each video, brought to
+   clip_len frames by ``interpolate_time(interp)`` when T_c < clip_len;
+3. view     = random resized crop (area ``scale`` = 0.5–1, ratio 3/4–4/3) + flip 0.5, the same for
+   all frames of a clip, resized to S (bilinear ``grid_sample``: differentiable w.r.t. the clips);
+4. loss     = CE(net(view), y) + r_bn · Σ_l w_l · d_l, with w_l = first_layer_weight for the first
+   BatchNorm3d the forward reaches and 1 for the others, and at the input z [B, C, T, H, W] of every
+   BatchNorm3d
+
+       μ = mean_{b,t,h,w} z,   σ² = var_{b,t,h,w} z (biased)                              [C]
+       μ̂ = EMA_t(μ) + μ − sg(μ),   EMA_t(μ) = m·EMA_{t−1}(μ) + (1−m)·sg(μ)  (EMA_0 = sg(μ))
+       d_l = ½(‖μ_bn − μ̂‖₂ + ‖σ²_bn − σ̂²‖₂) + ½(‖μ_cls − μ̂‖₂ + ‖σ²_cls − σ̂²‖₂)
+
+   (σ̂² likewise; sg = stop-gradient). So μ̂ has the EMA's value and the current batch's gradient, as
+   in the reference's BNFeatureHook. μ_bn, σ²_bn are the layer's running statistics; μ_cls, σ²_cls
+   are the class targets of the statistics file averaged over the batch's labels,
+   μ_cls = (1/B) Σ_b class_mean[y_b] (the reference's rule). ``class_wise: false`` (EDC†) drops the
+   second half. The EMA state is kept per network and layer.
+5. Adam (betas 0.5, 0.9), lr_t = lr · ½(1 + cos(π t / iterations)); clamp to pixel range.
+
+Checkpoint (``ctx.workdir/edc_state.pt``, every ``checkpoint_every`` iterations and after each chunk):
+the whole synthetic tensor, chunk and iteration, Adam state, EMA states and the torch generator; a
+rerun with the same settings resumes from it and gives the same result as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vdc.condense import register_method
+from vdc.condense.base import Context
+from vdc.condense.edc_stats import EDCStats, bn_layers, check_matches, read_stats
+from vdc.condensed import CondensedSet
+from vdc.data import clips as C
+from vdc.utils import save_torch
+
+STATE_FILE = "edc_state.pt"
+
+
+# ----------------------------------------------------------------------------- statistics matching
+
+def ema_stat(prev: torch.Tensor | None, current: torch.Tensor, momentum: float):
+    """EMA smoothing with a straight-through gradient.
+
+    value = momentum·prev + (1−momentum)·sg(current)  (value = sg(current) when prev is None);
+    returns (value + current − sg(current), value): the first has the EMA's value and the gradient
+    of ``current`` (coefficient 1); the second, detached, is the new EMA state."""
+    cur = current.detach()
+    value = cur if prev is None else momentum * prev + (1 - momentum) * cur
+    return value + current - cur, value
+
+
+class StatMatcher:
+    """Forward hooks on every BatchNorm3d of one network computing EDC's matching distance.
+
+    Set ``labels`` (long [B]) before the forward; after it, ``loss()`` returns Σ_l w_l·d_l (module
+    docstring) and clears the collected terms. ``stats`` (class targets) is needed when
+    ``class_wise``."""
+
+    def __init__(self, net: nn.Module, stats: EDCStats | None, first_layer_weight: float = 10.0,
+                 ema_momentum: float = 0.8, class_wise: bool = True):
+        self.layers = bn_layers(net)
+        if not self.layers:
+            raise ValueError(f"EDC: {type(net).__name__} has no BatchNorm3d layer to match")
+        if class_wise and stats is None:
+            raise ValueError("EDC: class_wise matching needs the statistics file of this network")
+        self.first_layer_weight = float(first_layer_weight)
+        self.momentum = float(ema_momentum)
+        self.class_wise = class_wise
+        dev = next(net.parameters()).device
+        self.class_mean, self.class_var = {}, {}
+        if class_wise:
+            for name, _ in self.layers:
+                ls = stats.layers[name]
+                self.class_mean[name] = torch.as_tensor(ls.class_mean, dtype=torch.float32, device=dev)
+                self.class_var[name] = torch.as_tensor(ls.class_var, dtype=torch.float32, device=dev)
+        self.ema: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.labels: torch.Tensor | None = None
+        self.terms: list[torch.Tensor] = []
+        self._handles = [mod.register_forward_hook(self._hook(name)) for name, mod in self.layers]
+
+    def _hook(self, name: str):
+        def fn(module: nn.BatchNorm3d, inputs, output):
+            z = inputs[0]
+            mu = z.mean(dim=(0, 2, 3, 4))
+            var = z.var(dim=(0, 2, 3, 4), unbiased=False)
+            prev_m, prev_v = self.ema.get(name, (None, None))
+            mu_hat, ema_m = ema_stat(prev_m, mu, self.momentum)
+            var_hat, ema_v = ema_stat(prev_v, var, self.momentum)
+            self.ema[name] = (ema_m, ema_v)
+            d = 0.5 * (torch.linalg.vector_norm(module.running_mean - mu_hat)
+                       + torch.linalg.vector_norm(module.running_var - var_hat))
+            if self.class_wise:
+                y = self.labels
+                cm = self.class_mean[name][y].mean(0)
+                cv = self.class_var[name][y].mean(0)
+                d = d + 0.5 * (torch.linalg.vector_norm(cm - mu_hat) + torch.linalg.vector_norm(cv - var_hat))
+            w = self.first_layer_weight if not self.terms else 1.0
+            self.terms.append(w * d)
+        return fn
+
+    def loss(self) -> torch.Tensor:
+        if not self.terms:
+            raise RuntimeError("StatMatcher.loss(): no BatchNorm3d input was seen; run the forward first")
+        out = torch.stack(self.terms).sum()
+        self.terms = []
+        return out
+
+    def reset(self) -> None:
+        self.ema = {}
+        self.terms = []
+
+    def state_dict(self) -> dict:
+        return {k: (m.cpu(), v.cpu()) for k, (m, v) in self.ema.items()}
+
+    def load_state_dict(self, state: dict, device) -> None:
+        self.ema = {k: (m.to(device), v.to(device)) for k, (m, v) in state.items()}
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+def _to_normalised(x: torch.Tensor) -> torch.Tensor:
+    """[..., 3] pixels in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(C.MEAN, dtype=x.dtype, device=x.device)
+    std = torch.tensor(C.STD, dtype=x.dtype, device=x.device)
+    return (x - mean) / std
+
+
+def _to_pixels(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(C.MEAN, dtype=x.dtype, device=x.device)
+    std = torch.tensor(C.STD, dtype=x.dtype, device=x.device)
+    return x * std + mean
+
+
+def _centre_crop_thwc(clips: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre crop of [B, T, H, W, 3] (uint8 or float) -> float [B, T, size, size, 3] in [0, 1]."""
+    return C.center_crop(clips, size).permute(0, 2, 3, 4, 1).contiguous()
+
+
+def init_real(ctx: Context, t_c: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """IPC random training videos per class (ctx.rng), centre T_c-frame window, centre crop.
+    Returns pixels [N, T_c, S, S, 3] in [0, 1], labels [N] (class-major), source video ids [N]."""
+    fr = ctx.frames
+    ids, labels = [], []
+    for k in range(ctx.num_classes):
+        pool = fr.class_ids("train", k)
+        if len(pool) == 0:
+            raise ValueError(f"{fr.path}: class {fr.classes[k]} has no training video to initialise EDC from")
+        pick = ctx.rng.choice(pool, size=ctx.ipc, replace=len(pool) < ctx.ipc)
+        ids += [int(v) for v in pick]
+        labels += [k] * ctx.ipc
+    ids = np.asarray(ids, np.int64)
+    lengths = torch.as_tensor(fr.lengths[ids])
+    idx = C.center_frame_indices(lengths, t_c, int(ctx.dataset.get("clip_interval", 8)))
+    raw = torch.from_numpy(np.stack([fr.read_frames(int(v), i.tolist()) for v, i in zip(ids, idx)]))
+    return _centre_crop_thwc(raw, ctx.input_size), np.asarray(labels, np.int64), ids
+
+
+def init_rded(ctx: Context, t_c: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The first IPC clips of each class of the condensed set at ctx.init_path, brought to T_c frames
+    (repeat frames when shorter, centre T_c when longer) and centre-cropped."""
+    if ctx.init_path is None:
+        raise ValueError("EDC init: rded needs an RDED condensed set (ctx.init_path); the condense rule passes it")
+    cs = CondensedSet.read(ctx.init_path)
+    order = []
+    for k in range(ctx.num_classes):
+        members = np.flatnonzero(cs.labels == k)
+        if len(members) < ctx.ipc:
+            raise ValueError(f"{ctx.init_path}: {len(members)} clips of class {k}, EDC needs {ctx.ipc}; "
+                             f"use an RDED set of the same IPC")
+        order += members[:ctx.ipc].tolist()
+    x = cs.clips_unit_float()[order]
+    t = x.shape[1]
+    if t < t_c:
+        x = x[:, (torch.arange(t_c) * t) // t_c]
+    elif t > t_c:
+        s0 = (t - t_c) // 2
+        x = x[:, s0:s0 + t_c]
+    labels = np.repeat(np.arange(ctx.num_classes), ctx.ipc)
+    return _centre_crop_thwc(x, ctx.input_size), labels, np.asarray(cs.source_video)[order]
+
+
+# ----------------------------------------------------------------------------- one iteration
+
+def make_view(x: torch.Tensor, t_c: int, clip_len: int, sampling: str, interp: str, size: int,
+              scale, generator: torch.Generator) -> torch.Tensor:
+    """The network input from synthetic videos x [B, T_c, S, S, 3] (normalised): temporal sampling,
+    interpolation, then random resized crop + flip per clip -> [B, 3, T, size, size]. Cropping is
+    bilinear with weights summing to one, so it commutes with the per-channel normalisation."""
+    b, _, h, w, _ = x.shape
+    idx = C.condensed_frame_indices(b, t_c, clip_len, sampling, generator, device=x.device)
+    v = x[torch.arange(b, device=x.device).unsqueeze(1), idx]
+    v = C.interpolate_time(v, clip_len, interp)
+    boxes = C.sample_resized_crop_boxes(b, h, w, scale=tuple(scale), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    return C.crop_resize(v, boxes, size, flip)
+
+
+def edc_step(x: torch.Tensor, y: torch.Tensor, net: nn.Module, matcher: StatMatcher, opt: torch.optim.Optimizer,
+             lr: float, cfg: dict, generator: torch.Generator) -> dict:
+    """One optimisation step of the chunk x (a leaf [B, T_c, S, S, 3], normalised) with network ``net``."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    view = make_view(x, cfg["t_c"], cfg["clip_len"], cfg["sampling"], cfg["interp"], cfg["size"], cfg["scale"],
+                     generator)
+    matcher.labels = y
+    logits = net(view)
+    ce = F.cross_entropy(logits, y)
+    bn = matcher.loss()
+    loss = ce + cfg["r_bn"] * bn
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        x.copy_(torch.maximum(torch.minimum(x, cfg["hi"]), cfg["lo"]))
+    return {"loss": float(loss), "ce": float(ce), "bn": float(bn)}
+
+
+def cosine_lr(base: float, it: int, total: int) -> float:
+    """lr · ½(1 + cos(π·it/total)): base at it = 0, 0 at it = total."""
+    return base * 0.5 * (1 + math.cos(math.pi * it / total))
+
+
+# ----------------------------------------------------------------------------- the method
+
+def _fingerprint(ctx: Context, shape) -> str:
+    key = {"settings": ctx.settings, "ipc": ctx.ipc, "seed": ctx.seed, "shape": list(shape),
+           "frames": str(ctx.frames_path), "dataset": ctx.dataset.get("name")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@register_method("edc")
+def condense(ctx: Context) -> CondensedSet:
+    from tqdm import tqdm
+
+    s = ctx.settings
+    t = ctx.temporal
+    dev = ctx.device
+    networks = list(s.get("networks", ["minic3d"]))
+    iters = int(s["iterations"])
+    class_wise = bool(s.get("class_wise", True))
+
+    nets, matchers = [], []
+    for arch in networks:
+        net = ctx.teacher(arch).to(dev).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        stats = None
+        if class_wise:
+            if arch not in ctx.stats_paths:
+                raise KeyError(f"EDC: no statistics file for network {arch}; the condense rule must pass it "
+                               f"(methods.<name>.needs includes stats)")
+            stats = read_stats(ctx.stats_paths[arch])
+            check_matches(stats, net, ctx.stats_paths[arch])
+            if stats.layers and next(iter(stats.layers.values())).class_mean.shape[0] != ctx.num_classes:
+                raise ValueError(f"{ctx.stats_paths[arch]}: statistics for another number of classes; rerun edc_stats")
+        nets.append(net)
+        matchers.append(StatMatcher(net, stats, s.get("first_layer_weight", 10.0), s.get("ema_momentum", 0.8),
+                                    class_wise))
+
+    init = s.get("init", "real")
+    pixels, labels, source = init_rded(ctx, t.t_c) if init == "rded" else init_real(ctx, t.t_c)
+    syn = _to_normalised(pixels.float()).to(dev)
+    y_all = torch.as_tensor(labels, device=dev)
+    n = syn.shape[0]
+    bsz = min(int(s.get("batch", 100)), n)
+    chunks = [(a, min(a + bsz, n)) for a in range(0, n, bsz)]
+    lo = _to_normalised(torch.zeros(3, device=dev))
+    hi = _to_normalised(torch.ones(3, device=dev))
+    cfg = {"t_c": t.t_c, "clip_len": ctx.clip_len, "sampling": t.sampling, "interp": t.interpolation,
+           "size": ctx.input_size, "scale": s.get("scale", [0.5, 1.0]), "r_bn": float(s.get("r_bn", 0.01)),
+           "lo": lo, "hi": hi}
+    gen = ctx.generator
+    key = _fingerprint(ctx, syn.shape)
+    state_path = Path(ctx.workdir) / STATE_FILE
+    start_chunk, start_it, resume = 0, 0, None
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        if st.get("key") == key:
+            resume = st
+            start_chunk, start_it = st["chunk"], st["iter"]
+            syn = st["syn"].to(dev)
+            gen.set_state(st["gen"])
+            ctx.log.info("EDC: resuming from %s at chunk %d, iteration %d", state_path, start_chunk, start_it)
+        else:
+            ctx.log.info("EDC: %s belongs to other settings; starting afresh", state_path)
+
+    def save(chunk: int, it: int, x_chunk: torch.Tensor | None, opt) -> None:
+        full = syn.detach().clone()
+        if x_chunk is not None:
+            a, b = chunks[chunk]
+            full[a:b] = x_chunk.detach()
+        save_torch({"key": key, "chunk": chunk, "iter": it, "syn": full.cpu(),
+                    "opt": opt.state_dict() if opt is not None else None,
+                    "ema": [m.state_dict() for m in matchers], "gen": gen.get_state()}, state_path)
+
+    total = len(chunks) * iters
+    bar = tqdm(total=total, initial=start_chunk * iters + start_it, desc=f"edc ipc{ctx.ipc}", disable=None)
+    last = {}
+    every = int(s.get("checkpoint_every", 100))
+    for ci in range(start_chunk, len(chunks)):
+        a, b = chunks[ci]
+        x = syn[a:b].clone().requires_grad_(True)
+        y = y_all[a:b]
+        opt = torch.optim.Adam([x], lr=float(s["lr"]), betas=tuple(s.get("betas", [0.5, 0.9])))
+        for m in matchers:
+            m.reset()
+        it0 = 0
+        if resume is not None and ci == start_chunk and start_it > 0:
+            opt.load_state_dict(resume["opt"])
+            for m, ema in zip(matchers, resume["ema"]):
+                m.load_state_dict(ema, dev)
+            it0 = start_it
+        for it in range(it0, iters):
+            k = it % len(nets)
+            last = edc_step(x, y, nets[k], matchers[k], opt, cosine_lr(float(s["lr"]), it, iters), cfg, gen)
+            bar.update(1)
+            bar.set_postfix(net=networks[k], **{k2: f"{v:.3g}" for k2, v in last.items()})
+            if (it + 1) % every == 0 and it + 1 < iters:
+                save(ci, it + 1, x, opt)
+        with torch.no_grad():
+            syn[a:b] = x.detach()
+        save(ci + 1, 0, None, None)
+    bar.close()
+    for m in matchers:
+        m.remove()
+
+    clips = _to_pixels(syn).clamp(0, 1).cpu().numpy().astype(np.float32)
+    attrs = ctx.base_attrs()
+    attrs.update(networks=networks, init=init, class_wise=class_wise, iterations=iters, batch=bsz,
+                 chunks=len(chunks), final_loss=last)
+    return CondensedSet(clips=clips, labels=labels, source_video=np.asarray(source, np.int64), attrs=attrs)

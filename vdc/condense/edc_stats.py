@@ -1,0 +1,247 @@
+"""EDC statistics: per-class BatchNorm-input statistics of a trained network (``python -m vdc stats``).
+
+One pass of a trained network (eval mode) over the real training videos. Each video contributes one
+view: its centre clip (``clip_len`` frames at ``clip_interval``, floor(L/clip_len) when shorter — the
+test clip of the protocol) with a centre ``input_size`` crop, ImageNet-normalised. At the input
+x [B, C, T, H, W] of EVERY ``nn.BatchNorm3d`` the pass records, per sample b,
+
+    m_b = mean_{t,h,w} x[b, :, t, h, w]                          [B, C]
+    v_b = mean_{t,h,w} (x[b, :, t, h, w] - m_b)^2   (biased)      [B, C]
+
+and averages them within each class k over its n_k samples (sums in float64):
+
+    class_mean[k] = (1/n_k) sum_{b in k} m_b        class_var[k] = (1/n_k) sum_{b in k} v_b
+
+These are EDC's category-wise targets. The global targets are the BatchNorm running statistics,
+which EDC reads from the network itself at condense time; they are stored here too so a stale file
+(a teacher retrained after the pass) is detected.
+
+Layout of ``results/stats/<dataset>/<arch>.h5``::
+
+    /layers/<module name>/class_mean    float32 [K, C]   mean of per-sample means over (t, h, w)
+    /layers/<module name>/class_var     float32 [K, C]   mean of per-sample (biased) variances
+    /layers/<module name>/counts        int64   [K]      clips of class k used (n_k)
+    /layers/<module name>/running_mean  float32 [C]      the layer's BN running mean (global target)
+    /layers/<module name>/running_var   float32 [C]      the layer's BN running variance
+    attrs: format ("vdc-edc-stats-1"), arch, num_classes, num_clips (training clips actually used —
+           nothing is hard-coded), layers (JSON list of module names, ``named_modules`` order), view,
+           clip_len, clip_interval, input_size, frames_file, teacher_file, settings (JSON), vdc_version
+
+Mean and variance are written and read under their own names, never by position (the reference
+implementation swaps them on reload).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vdc import __version__
+from vdc.data import clips as C
+from vdc.data.frames import Frames, load_bank
+from vdc.utils import atomic_path
+
+FORMAT = "vdc-edc-stats-1"
+VIEW = "centre clip, centre crop"
+log = logging.getLogger("vdc.stats")
+
+
+@dataclass
+class LayerStats:
+    """Targets of one BatchNorm3d layer (numpy arrays; K classes, C channels)."""
+
+    class_mean: np.ndarray    # [K, C]
+    class_var: np.ndarray     # [K, C]
+    counts: np.ndarray        # [K]
+    running_mean: np.ndarray  # [C]
+    running_var: np.ndarray   # [C]
+
+
+@dataclass
+class EDCStats:
+    layers: dict[str, LayerStats]   # module name -> targets, in named_modules order
+    attrs: dict
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.attrs["num_clips"])
+
+
+def bn_layers(net: nn.Module) -> list[tuple[str, nn.BatchNorm3d]]:
+    """Every BatchNorm3d of ``net`` as (module name, module), in registration order."""
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, nn.BatchNorm3d)]
+
+
+def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean and biased variance over (t, h, w): x [B, C, T, H, W] -> ([B, C], [B, C])."""
+    return x.mean(dim=(2, 3, 4)), x.var(dim=(2, 3, 4), unbiased=False)
+
+
+@torch.no_grad()
+def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: int, input_size: int,
+                  device="cpu", batch: int = 64, progress: bool = True) -> EDCStats:
+    """The per-class statistics at every BatchNorm3d input of ``net`` over the training split.
+
+    ``net`` must already be in eval mode (its running statistics are what EDC matches, and a pass
+    in train mode would change them); a network in train mode is an error."""
+    from tqdm import tqdm
+
+    if net.training:
+        raise ValueError("compute_stats: the network must be in eval mode (net.eval())")
+    layers = bn_layers(net)
+    if not layers:
+        raise ValueError(f"compute_stats: {type(net).__name__} has no BatchNorm3d layer; EDC needs BN statistics")
+    bank = load_bank(frames, "train", device)
+    k = frames.num_classes
+    n = len(bank)
+    if n == 0:
+        raise ValueError(f"{frames.path}: the training split is empty; nothing to compute statistics from")
+    sums_m = {name: None for name, _ in layers}
+    sums_v = {name: None for name, _ in layers}
+    counts = torch.zeros(k, dtype=torch.float64, device=device)
+    labels_now = {}
+
+    def hook(name):
+        def fn(module, inputs, output):
+            m, v = sample_moments(inputs[0].float())
+            y = labels_now["y"]
+            if sums_m[name] is None:
+                sums_m[name] = torch.zeros(k, m.shape[1], dtype=torch.float64, device=m.device)
+                sums_v[name] = torch.zeros(k, m.shape[1], dtype=torch.float64, device=m.device)
+            sums_m[name].index_add_(0, y, m.double())
+            sums_v[name].index_add_(0, y, v.double())
+        return fn
+
+    handles = [mod.register_forward_hook(hook(name)) for name, mod in layers]
+    try:
+        for start in tqdm(range(0, n, batch), desc="stats", disable=None if progress else True):
+            pos = torch.arange(start, min(start + batch, n), device=bank.lengths.device)
+            idx = C.center_frame_indices(bank.lengths[pos], clip_len, clip_interval)
+            x = C.normalize(C.center_crop(bank.gather(pos, idx), input_size)).to(device)
+            y = bank.labels[pos].to(device)
+            labels_now["y"] = y
+            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        names = [frames.classes[i] for i in empty]
+        raise ValueError(f"{frames.path}: classes {names} have no training video; EDC's class-wise targets "
+                         f"need at least one per class (check the dataset's split files)")
+    out = {}
+    for name, mod in layers:
+        out[name] = LayerStats(
+            class_mean=(sums_m[name] / counts[:, None]).float().cpu().numpy(),
+            class_var=(sums_v[name] / counts[:, None]).float().cpu().numpy(),
+            counts=counts.long().cpu().numpy(),
+            running_mean=mod.running_mean.detach().float().cpu().numpy(),
+            running_var=mod.running_var.detach().float().cpu().numpy())
+    attrs = {"format": FORMAT, "num_classes": k, "num_clips": n, "layers": [name for name, _ in layers],
+             "view": VIEW, "clip_len": clip_len, "clip_interval": clip_interval, "input_size": input_size,
+             "frames_file": str(frames.path)}
+    return EDCStats(layers=out, attrs=attrs)
+
+
+def write_stats(stats: EDCStats, path: str | Path) -> None:
+    """Write ``stats`` atomically in the layout of the module docstring."""
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        with h5py.File(tmp, "w") as h5:
+            g = h5.create_group("layers")
+            for name, ls in stats.layers.items():
+                lg = g.create_group(name)
+                lg["class_mean"] = ls.class_mean.astype(np.float32)
+                lg["class_var"] = ls.class_var.astype(np.float32)
+                lg["counts"] = ls.counts.astype(np.int64)
+                lg["running_mean"] = ls.running_mean.astype(np.float32)
+                lg["running_var"] = ls.running_var.astype(np.float32)
+            attrs = {**stats.attrs, "layers": list(stats.layers), "vdc_version": __version__}
+            for key, v in attrs.items():
+                h5.attrs[key] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+
+
+def read_stats(path: str | Path) -> EDCStats:
+    """Read a statistics file; every array by its own name (mean is mean, variance is variance)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: EDC statistics not found; run `snakemake {path}` (rule edc_stats)")
+    with h5py.File(path, "r") as h5:
+        if h5.attrs.get("format") != FORMAT or "layers" not in h5:
+            raise ValueError(f"{path}: not a vdc EDC statistics file (format {FORMAT}); delete it and rerun edc_stats")
+        attrs = {}
+        for key, v in h5.attrs.items():
+            if isinstance(v, str) and v[:1] in "[{":
+                v = json.loads(v)
+            attrs[key] = v.item() if isinstance(v, np.generic) else v
+        layers = {}
+        for name in attrs["layers"]:
+            lg = h5["layers"][name]
+            layers[name] = LayerStats(class_mean=lg["class_mean"][:], class_var=lg["class_var"][:],
+                                      counts=lg["counts"][:], running_mean=lg["running_mean"][:],
+                                      running_var=lg["running_var"][:])
+    return EDCStats(layers=layers, attrs=attrs)
+
+
+def check_matches(stats: EDCStats, net: nn.Module, path: str | Path, atol: float = 1e-4) -> None:
+    """Raise if ``stats`` were not computed from ``net`` (other BN layers, channels or running statistics)."""
+    names = [n for n, _ in bn_layers(net)]
+    if names != list(stats.layers):
+        raise ValueError(f"{path}: statistics for layers {list(stats.layers)[:4]}... but the network has "
+                         f"{names[:4]}...; rerun edc_stats for this teacher")
+    for name, mod in bn_layers(net):
+        ls = stats.layers[name]
+        same = (np.allclose(ls.running_mean, mod.running_mean.detach().cpu().numpy(), atol=atol)
+                and np.allclose(ls.running_var, mod.running_var.detach().cpu().numpy(), atol=atol))
+        if not same:
+            raise ValueError(f"{path}: layer {name}: the stored running statistics differ from the teacher's; "
+                             f"the teacher was retrained after the statistics pass — rerun edc_stats")
+
+
+def stats_for_teacher(frames_path: str | Path, teacher_path: str | Path, out_path: str | Path, settings: dict,
+                      batch: int = 64) -> EDCStats:
+    """The stats stage as a function: load the teacher, run the pass, write ``out_path``."""
+    from vdc.train.teacher import load_teacher
+    from vdc.utils import get_device, seed_everything
+
+    seed_everything(0, settings.get("deterministic", True))
+    device = get_device(settings.get("device", "auto"))
+    ds = settings["dataset"]
+    net = load_teacher(teacher_path, device)
+    net.eval()
+    with Frames(frames_path) as frames:
+        stats = compute_stats(net, frames, int(ds.get("clip_len", 8)), int(ds.get("clip_interval", 8)),
+                              int(ds["input_size"]), device=device, batch=batch)
+    stats.attrs.update(arch=settings.get("arch", ""), teacher_file=str(teacher_path), settings=settings)
+    write_stats(stats, out_path)
+    log.info("%s: statistics of %d BN layers over %d training clips", out_path, len(stats.layers), stats.num_clips)
+    return stats
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vdc.cli import add_settings_arguments
+
+    p.add_argument("--frames", required=True, help="frames HDF5 of the dataset")
+    p.add_argument("--teacher", required=True, help="trained network (.pt from the teacher stage)")
+    p.add_argument("--out", required=True, help="statistics HDF5 to write")
+    p.add_argument("--arch", help="architecture (with --config)")
+    p.add_argument("--batch", type=int, default=64, help="clips per forward pass (does not change the result)")
+    add_settings_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    from vdc.cli import resolve_settings
+
+    wc = {"arch": args.arch} if args.arch else {}
+    if args.config and not args.arch:
+        raise SystemExit("stats: --config needs --arch")
+    settings = resolve_settings(args, "stats", **wc)
+    stats_for_teacher(args.frames, args.teacher, args.out, settings, batch=args.batch)
+    return 0
