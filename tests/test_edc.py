@@ -1,4 +1,6 @@
 """EDC: the statistics pass, the matching loss, the EMA, network rotation, resume, and the output."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -292,3 +294,24 @@ def test_edc_dagger_and_rded_init(tmp_path):
     np.testing.assert_allclose(x[0, 5].numpy(), rded.clips[0, 3, 4:4 + SIZE, 4:4 + SIZE] / 255, atol=1e-5)
     cs = condense(ctx)  # EDC-dagger needs no statistics file
     assert cs.attrs["class_wise"] is False and cs.source_video.tolist() == list(range(K * 2))
+
+
+def test_stats_stage_cli_with_a_teacher_file(tmp_path):
+    from vdc.__main__ import main
+
+    frames = _frames(tmp_path / "f.h5")
+    net = _tiny()
+    torch.save({"arch": "minic3d", "num_classes": K, "model": {"width": 0.125, "dropout": 0.5},
+                "state_dict": net.state_dict(), "settings": {}}, tmp_path / "t.pt")
+    settings = {"dataset": {"name": "t", "clip_len": 4, "clip_interval": 4, "input_size": SIZE},
+                "device": "cpu", "deterministic": True, "workdir": str(tmp_path / "w"), "arch": "minic3d"}
+    rc = main(["stats", "--frames", str(frames), "--teacher", str(tmp_path / "t.pt"), "--out",
+               str(tmp_path / "s.h5"), "--threads", "1", "--settings", json.dumps(settings)])
+    assert rc == 0
+    back = read_stats(tmp_path / "s.h5")
+    with Frames(frames) as fr:
+        direct = compute_stats(net, fr, 4, 4, SIZE)
+    assert back.attrs["arch"] == "minic3d" and back.num_clips == 2 * K
+    assert back.attrs["layers"] == ["features.1", "features.5", "features.9"]
+    for name in direct.layers:
+        np.testing.assert_allclose(back.layers[name].class_var, direct.layers[name].class_var, rtol=1e-5)

@@ -243,7 +243,7 @@ def edc_step(x: torch.Tensor, y: torch.Tensor, net: nn.Module, matcher: StatMatc
     opt.step()
     with torch.no_grad():
         x.copy_(torch.maximum(torch.minimum(x, cfg["hi"]), cfg["lo"]))
-    return {"loss": float(loss), "ce": float(ce), "bn": float(bn)}
+    return {"loss": loss.detach(), "ce": ce.detach(), "bn": bn.detach()}
 
 
 def cosine_lr(base: float, it: int, total: int) -> float:
@@ -345,7 +345,8 @@ def condense(ctx: Context) -> CondensedSet:
             k = it % len(nets)
             last = edc_step(x, y, nets[k], matchers[k], opt, cosine_lr(float(s["lr"]), it, iters), cfg, gen)
             bar.update(1)
-            bar.set_postfix(net=networks[k], **{k2: f"{v:.3g}" for k2, v in last.items()})
+            if (it + 1) % 10 == 0 or it + 1 == iters:  # reading the loss synchronises the device
+                bar.set_postfix(net=networks[k], **{name: f"{float(v):.3g}" for name, v in last.items()})
             if (it + 1) % every == 0 and it + 1 < iters:
                 save(ci, it + 1, x, opt)
         with torch.no_grad():
@@ -358,5 +359,5 @@ def condense(ctx: Context) -> CondensedSet:
     clips = _to_pixels(syn).clamp(0, 1).cpu().numpy().astype(np.float32)
     attrs = ctx.base_attrs()
     attrs.update(networks=networks, init=init, class_wise=class_wise, iterations=iters, batch=bsz,
-                 chunks=len(chunks), final_loss=last)
+                 chunks=len(chunks), final_loss={name: float(v) for name, v in last.items()})
     return CondensedSet(clips=clips, labels=labels, source_video=np.asarray(source, np.int64), attrs=attrs)

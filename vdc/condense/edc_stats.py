@@ -233,12 +233,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="statistics HDF5 to write")
     p.add_argument("--arch", help="architecture (with --config)")
     p.add_argument("--batch", type=int, default=64, help="clips per forward pass (does not change the result)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
     add_settings_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
     from vdc.cli import resolve_settings
+    from vdc.utils import set_threads
 
+    set_threads(args.threads)
     wc = {"arch": args.arch} if args.arch else {}
     if args.config and not args.arch:
         raise SystemExit("stats: --config needs --arch")

@@ -1,1 +1,26 @@
-# edc rules (being written)
+# EDC's statistics pass: per-class BatchNorm-input statistics of one trained network over the real
+# training clips (layout: vdc/condense/edc_stats.py). The condense rule asks for one file per network
+# an EDC variant condenses with (common.smk: method_needs -> stats_<arch>).
+
+
+rule edc_stats:
+    input:
+        frames=lambda wc: frames_file(wc.dataset),
+        teacher=lambda wc: teacher_file(wc.dataset, wc.arch),
+    output:
+        pattern("stats"),
+    params:
+        code=code_for("stats"),
+        settings=settings("stats"),
+    log:
+        log_file("edc_stats", dataset="{dataset}", arch="{arch}"),
+    benchmark:
+        bench_file("edc_stats", dataset="{dataset}", arch="{arch}")
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    shell:
+        "{GPU_RUN} {VDC} stats --frames {input.frames} --teacher {input.teacher} --out {output} "
+        "--threads {threads} --settings {params.settings} > {log} 2>&1"
