@@ -90,15 +90,17 @@ def condensed_frame_indices(batch: int, t_c: int, clip_len: int, sampling: str,
 
 def interpolate_time(clips: torch.Tensor, clip_len: int, mode: str) -> torch.Tensor:
     """Bring clips [B, T, H, W, C] with T < clip_len to clip_len frames: none (unchanged), dup (repeat
-    each frame, nearest-neighbour in time) or linear (linear interpolation along time)."""
+    each frame, nearest-neighbour in time) or linear (linear interpolation along time, align_corners:
+    first and last frames kept; returns float, uint8 input scaled to [0, 1])."""
     t = clips.shape[1]
     if mode == "none" or t >= clip_len:
         return clips
     if mode == "dup":
         idx = (torch.arange(clip_len, device=clips.device) * t) // clip_len
         return clips[:, idx]
-    if mode == "linear":
-        x = clips.float().permute(0, 2, 3, 4, 1)  # B H W C T
+    if mode == "linear":  # float output, so uint8 input is brought to [0, 1] (as crop_resize would)
+        x = clips.float() / 255.0 if clips.dtype == torch.uint8 else clips.float()
+        x = x.permute(0, 2, 3, 4, 1)  # B H W C T
         b, h, w, c, _ = x.shape
         y = F.interpolate(x.reshape(b, h * w * c, t), size=clip_len, mode="linear", align_corners=True)
         return y.reshape(b, h, w, c, clip_len).permute(0, 4, 1, 2, 3)

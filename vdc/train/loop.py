@@ -79,6 +79,19 @@ def fingerprint(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def file_id(path: str | Path) -> list:
+    """Identity of an input file for a fingerprint: resolved path, size and modification time."""
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def device_name(device: torch.device) -> str:
+    """The device as recorded in results, e.g. "cuda (NVIDIA H200)" or "cpu (2 threads)"."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def rng_state(generator: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():

@@ -80,7 +80,7 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     gen = torch.Generator().manual_seed(cfg["seed"])
     curve, start_epoch, elapsed = [], 0, 0.0
 
-    fp = loop.fingerprint(settings, str(Path(frames_path).resolve()))
+    fp = loop.fingerprint(settings, loop.file_id(frames_path))
     state = loop.load_checkpoint(ckpt_path, fp)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -126,7 +126,7 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
 
     final = curve[-1]  # the last epoch is always tested
     metrics = {"dataset": ds["name"], "arch": arch, "top1": final["test_top1"], "top5": final["test_top5"],
-               "curve": curve, "wall_time_s": elapsed + time.time() - t0, "device": _device_name(device),
+               "curve": curve, "wall_time_s": elapsed + time.time() - t0, "device": loop.device_name(device),
                "num_train": len(train), "num_test": len(test),
                "num_parameters": sum(p.numel() for p in model.parameters()), "settings": settings,
                "frames_file": str(frames_path), "vdc_version": __version__}
@@ -151,12 +151,6 @@ def load_teacher(path, device="cpu") -> nn.Module:
     model = create_model(ckpt["arch"], ckpt["num_classes"], **ckpt["model"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

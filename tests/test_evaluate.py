@@ -1,0 +1,225 @@
+"""Evaluation protocol: schedule, late epochs, losses, Multi-SL relabelling, a tiny end-to-end run,
+resume after a kill, and the "full" pseudo-method."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vdc.evaluate as E
+from vdc.condense.base import Context
+from vdc.condensed import CondensedSet
+from vdc.config import stage_settings, validate_config
+from vdc.data.frames import write_frames
+from vdc.models import create_model
+from vdc.train import loop
+from vdc.utils import save_torch
+
+torch.set_num_threads(1)
+K = 3
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+def tiny_config(tmp_path, **ev):
+    cfg = {
+        "device": "cpu", "workdir": str(tmp_path / "work"),
+        "study": {"datasets": ["tiny"], "methods": ["random"]},
+        "datasets": {"tiny": {"format": "list", "video_root": "v", "annotations": "a", "storage_size": [52, 56],
+                              "input_size": 48, "base_batch": 2}},
+        "models": {"minic3d": {"width": 0.125}},
+        "evaluate": {"epochs": 3, "test_batch": 4, **ev},
+        "methods": {"random": {}},
+    }
+    return validate_config(cfg)
+
+
+def settings_for(cfg, labels="multisl", loss="msegt", cutmix="nocutmix", seed=0, arch="minic3d"):
+    return stage_settings(cfg, "evaluate", "tiny", arch=arch, labels=labels, loss=loss, cutmix=cutmix, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    rng = np.random.default_rng(0)
+    videos, labels, splits = [], [], []
+    for split, per in ((0, 3), (1, 2)):
+        for c in range(K):
+            for _ in range(per):
+                videos.append(rng.integers(0, 255, (int(rng.integers(12, 30)), 52, 56, 3), dtype=np.uint8))
+                labels.append(c), splits.append(split)
+    write_frames(d / "frames.h5", videos, labels, splits, [f"c{c}" for c in range(K)])
+    # a condensed set of 2 clips per class (IPC 2), uint8 at storage size, 8 frames
+    sel = CondensedSet(clips=rng.integers(0, 255, (2 * K, 8, 52, 56, 3), dtype=np.uint8),
+                       labels=np.repeat(np.arange(K), 2), source_video=np.arange(2 * K),
+                       attrs={"dataset": "tiny", "method": "random", "ipc": 2, "t_c": 8, "sampling": "naive",
+                              "interpolation": "none", "seed": 0, "num_classes": K})
+    sel.write(d / "sel.h5")
+    # a distilled-looking set: float clips at input size, 4 frames (dup to 8), own label logits
+    dist = CondensedSet(clips=rng.random((K, 4, 48, 48, 3)).astype(np.float32), labels=np.arange(K),
+                        label_logits=rng.normal(size=(K, K)).astype(np.float32),
+                        attrs={"dataset": "tiny", "method": "datm", "ipc": 1, "t_c": 4, "sampling": "naive",
+                               "interpolation": "dup", "seed": 0, "num_classes": K})
+    dist.write(d / "dist.h5")
+    torch.manual_seed(1)
+    net = create_model("minic3d", K, width=0.125)
+    save_torch({"arch": "minic3d", "num_classes": K, "model": {"width": 0.125, "dropout": 0.5},
+                "state_dict": net.state_dict(), "settings": {}}, d / "teacher.pt")
+    return d
+
+
+# ----------------------------------------------------------------------------- unit pieces
+
+def test_schedule_factor():
+    assert E.schedule_factor(0, 300) == pytest.approx(1.0)
+    assert E.schedule_factor(150, 300) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert E.schedule_factor(150, 300) == pytest.approx(0.854, abs=1e-3)
+    assert E.schedule_factor(299, 300) == pytest.approx(0.503, abs=1e-3)
+
+
+def test_late_epochs():
+    assert E.late_epochs(300) == list(range(209, 300, 10))
+    assert E.late_epochs(30) == list(range(20, 30))
+    assert E.late_epochs(3) == [1, 2]
+    assert E.late_epochs(30, [5, 10, 99]) == [5, 10, 29]
+
+
+def test_msegt_by_hand():
+    s = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    t = torch.tensor([[0.0, 2.0], [1.0, 1.0]])
+    y = torch.tensor([1, 0])
+    mse = (1 + 0 + 1 + 1) / 4
+    ce = (math.log(1 + math.exp(-1)) + math.log(2)) / 2
+    got = E.msegt_loss(s, t, E.hard_ce(s, y), 0.1)
+    assert float(got) == pytest.approx(mse + 0.1 * ce, rel=1e-6)
+
+
+def test_kl_by_hand():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])
+    assert float(E.kl_loss(s, t, 1.0)) == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-5)
+    p = math.sqrt(3) / (math.sqrt(3) + 1)  # softmax(t / 2)
+    want = 4 * (p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5))
+    assert float(E.kl_loss(s, t, 2.0)) == pytest.approx(want, rel=1e-5)
+
+
+def test_hard_ce_cutmix_mixes_both_labels():
+    s = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1])
+    perm = torch.tensor([1, 0])
+    import torch.nn.functional as F
+    want = 0.3 * F.cross_entropy(s, y) + 0.7 * F.cross_entropy(s, y[perm])
+    assert float(E.hard_ce(s, y, perm, 0.3)) == pytest.approx(float(want))
+
+
+# ----------------------------------------------------------------------------- Multi-SL
+
+def test_multisl_labels_are_the_teachers_logits_on_the_students_view(files, tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, cutmix=True)
+    ev = settings_for(cfg, cutmix="cutmix")["evaluate"]
+    ds = settings_for(cfg)["dataset"]
+    data = E.CondensedClips(CondensedSet.read(files / "sel.h5"), ds, ev["scale"], ev["ratio"], "cpu")
+    torch.manual_seed(0)
+    student = create_model("minic3d", K, width=0.125)
+    labeler = create_model("minic3d", K, width=0.125).eval()
+    opt = torch.optim.AdamW(loop.decay_groups(student, 0.01), lr=1e-3)
+    seen = {"student": [], "labeler_in": [], "labeler_out": [], "targets": []}
+    student.register_forward_pre_hook(lambda m, args: seen["student"].append(args[0].detach().clone()))
+    labeler.register_forward_hook(lambda m, args, out: (seen["labeler_in"].append(args[0].clone()),
+                                                        seen["labeler_out"].append(out.clone())) and None)
+    real = E.msegt_loss
+    monkeypatch.setattr(E, "msegt_loss", lambda s, t, ce, lam: seen["targets"].append(t.clone()) or real(s, t, ce, lam))
+    proto = E.Protocol(student, opt, data, ev, labeler=labeler)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        proto.step(torch.randperm(len(data), generator=gen)[:4], gen)
+    assert len(seen["student"]) == len(seen["labeler_in"]) == len(seen["targets"]) == 3
+    for xs, xl, out, t in zip(seen["student"], seen["labeler_in"], seen["labeler_out"], seen["targets"]):
+        assert torch.equal(xs, xl)  # the very tensor the student trained on
+        assert torch.equal(t, out)  # ... relabelled by the teacher
+    assert not torch.equal(seen["student"][0], seen["student"][1])  # fresh views each iteration
+
+
+# ----------------------------------------------------------------------------- end to end
+
+KEYS = {"dataset", "method", "ipc", "temporal", "seed", "arch", "labels", "loss", "cutmix", "top1", "top5",
+        "best_late", "late", "curve", "wall_time_s", "device", "num_clips", "settings", "condensed_file",
+        "vdc_version"}
+
+
+@pytest.mark.parametrize("labels,loss,cutmix,cset", [
+    ("multisl", "msegt", "nocutmix", "sel.h5"),
+    ("hard", "ce", "cutmix", "sel.h5"),
+    ("soft", "kl", "nocutmix", "dist.h5"),
+    ("soft", "msegt", "cutmix", "sel.h5"),
+])
+def test_evaluation_writes_complete_json(files, tmp_path, labels, loss, cutmix, cset):
+    cfg = tiny_config(tmp_path)
+    st = settings_for(cfg, labels, loss, cutmix)
+    out = tmp_path / "r.json"
+    E.evaluate(files / cset, files / "frames.h5", files / "teacher.pt", out, st)
+    r = json.loads(out.read_text())
+    assert KEYS <= set(r)
+    assert set(r["best_late"]) == {"top1", "top5", "epoch"}
+    assert [x["epoch"] for x in r["late"]] == [1, 2] and [x["epoch"] for x in r["curve"]] == [0, 1, 2]
+    assert r["top1"] == r["late"][-1]["top1"] and 0 <= r["top1"] <= r["top5"] <= 100
+    assert (r["labels"], r["loss"], r["cutmix"], r["seed"], r["arch"]) == (labels, loss, cutmix, 0, "minic3d")
+    lrs = [x["lr"] for x in r["curve"]]
+    assert lrs == pytest.approx([1e-3 * E.schedule_factor(e, 3) for e in range(3)])
+    if cset == "sel.h5":
+        assert (r["ipc"], r["num_clips"], r["batch"], r["iters_per_epoch"]) == (2, 6, 4, 2)
+        assert r["temporal"] == "tc8-naive-none"
+    else:
+        assert r["temporal"] == "tc4-naive-dup" and r["soft_source"] == "label_logits"
+    assert all(math.isfinite(x["loss"]) for x in r["curve"])
+
+
+def test_invalid_label_loss_pair_is_refused(files, tmp_path):
+    st = settings_for(tiny_config(tmp_path), "hard", "msegt")
+    with pytest.raises(ValueError, match="cannot be trained with loss"):
+        E.evaluate(files / "sel.h5", files / "frames.h5", None, tmp_path / "r.json", st)
+
+
+def test_killed_evaluation_resumes_to_the_same_result(files, tmp_path, monkeypatch):
+    st = settings_for(tiny_config(tmp_path, epochs=4, checkpoint_every=1))
+    a = E.evaluate(files / "sel.h5", files / "frames.h5", files / "teacher.pt", tmp_path / "a.json", st,
+                   workdir=tmp_path / "wa")
+    real = loop.save_checkpoint
+
+    def save_then_die(state, path):
+        real(state, path)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        E.evaluate(files / "sel.h5", files / "frames.h5", files / "teacher.pt", tmp_path / "b.json", st,
+                   workdir=tmp_path / "wb")
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    b = E.evaluate(files / "sel.h5", files / "frames.h5", files / "teacher.pt", tmp_path / "b.json", st,
+                   workdir=tmp_path / "wb")
+    assert a["curve"] == b["curve"] and a["late"] == b["late"]
+    assert not (tmp_path / "wb" / "last.pt").exists()
+
+
+# ----------------------------------------------------------------------------- the "full" pseudo-method
+
+def test_full_method_takes_every_training_video_centre_clip(files, tmp_path):
+    from vdc.condense import get_method
+    from vdc.data.clips import center_frame_indices
+    from vdc.data.frames import Frames
+
+    ds = tiny_config(tmp_path)["datasets"]["tiny"] | {"name": "tiny"}
+    ctx = Context(frames_path=files / "frames.h5", ipc=1, seed=0, settings={"temporal": "tc8-naive-none"},
+                  stage={"dataset": ds, "method": "full"}, device=torch.device("cpu"), workdir=tmp_path / "w")
+    cs = get_method("full")(ctx)
+    fr = Frames(files / "frames.h5")
+    train = fr.split_ids("train")
+    assert cs.clips.dtype == np.uint8 and cs.clips.shape == (len(train), 8, 52, 56, 3)
+    assert list(cs.source_video) == list(train) and list(cs.labels) == list(fr.labels[train])
+    want_idx = center_frame_indices(torch.as_tensor(fr.lengths[train]), 8, 8).numpy()
+    assert (cs.source_frames == want_idx).all()
+    v = 4
+    assert np.array_equal(cs.clips[v], fr.read_frames(int(train[v]), want_idx[v]))
+    assert cs.attrs["method"] == "full" and cs.attrs["t_c"] == 8
