@@ -1,1 +1,45 @@
-# evaluate rules (being written)
+# The evaluate stage: one job per (condensed set, student arch, labels, loss, CutMix), under the
+# unified protocol (vdc/evaluate.py). The student's seed is the condensed set's seed. Soft and
+# Multi-SL labels read the labeler teacher (config evaluate.labeler_arch); hard labels need none.
+# Checkpoints go to <workdir>/evaluate/<job hash>/last.pt, so a killed job resumes.
+from vdc.config import section as _section
+
+
+def eval_labeler(wildcards):
+    if wildcards.labels == "hard":
+        return {}
+    arch = _section(config, wildcards.dataset, "evaluate")["labeler_arch"]
+    return {"labeler": teacher_file(wildcards.dataset, arch)}
+
+
+rule evaluate:
+    input:
+        unpack(eval_labeler),
+        condensed=f"{RESULTS}/condensed/{{dataset}}/{{method}}/ipc{{ipc}}-{{temporal}}-seed{{seed}}.h5",
+        frames=lambda wc: frames_file(wc.dataset),
+    output:
+        pattern("eval"),
+    params:
+        code=code_for("evaluate"),
+        settings=settings("evaluate"),
+        labeler=lambda wc, input: f"--labeler {shlex.quote(input.labeler)}" if "labeler" in input.keys() else "",
+    log:
+        log_file("evaluate", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}",
+                 seed="{seed}", arch="{arch}", labels="{labels}", loss="{loss}", cutmix="{cutmix}"),
+    benchmark:
+        bench_file("evaluate", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}",
+                   seed="{seed}", arch="{arch}", labels="{labels}", loss="{loss}", cutmix="{cutmix}")
+    threads: lambda wc: _section(config, wc.dataset, "evaluate")["threads"]
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    shell:
+        "{GPU_RUN} {VDC} evaluate --condensed {input.condensed} --frames {input.frames} {params.labeler} "
+        "--out {output} --settings {params.settings} > {log} 2>&1"
+
+
+rule evaluations:
+    """Every evaluation the tables and Figure 4 need (common.smk: study_evals)."""
+    input:
+        study_evals(),

@@ -1,1 +1,34 @@
-# train rules (being written)
+# The teacher stage: one network per (dataset, arch) trained on the full training split with the
+# reference recipe (vdc/train/teacher.py). Its .json is the tables' "Full dataset" row; its .pt is the
+# labeler (soft / Multi-SL), RDED's observer, Herding's feature model and EDC's statistics source.
+# Per-epoch checkpoints go to <workdir>/teacher/<dataset>-<arch>/last.pt, so a killed job resumes.
+from vdc.config import section as _section
+
+
+rule teacher:
+    input:
+        frames=lambda wc: frames_file(wc.dataset),
+    output:
+        model=pattern("teacher"),
+        metrics=pattern("teacher_metrics"),
+    params:
+        code=code_for("teacher"),
+        settings=settings("teacher"),
+    log:
+        log_file("teacher", dataset="{dataset}", arch="{arch}"),
+    benchmark:
+        bench_file("teacher", dataset="{dataset}", arch="{arch}")
+    threads: lambda wc: _section(config, wc.dataset, "teacher")["threads"]
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    shell:
+        "{GPU_RUN} {VDC} teacher --frames {input.frames} --out {output.model} --metrics {output.metrics} "
+        "--settings {params.settings} > {log} 2>&1"
+
+
+rule teachers:
+    """The teacher (config teacher.arch) of every study dataset."""
+    input:
+        study_teachers(),
