@@ -1,5 +1,6 @@
 """The condense stage (vdc/condense/stage.py): Context, method lookup, validation, attrs, atomic write,
 the command line, and a custom method from examples/ run through the stage."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,26 @@ def test_command_line_with_config(job):
     direct = run_condense(tmp / "tiny.h5", tmp / "direct.h5", settings_for(cfg, "rded", ipc=1, seed=3),
                           teacher_paths={"minic3d": tmp / "minic3d.pt"})
     np.testing.assert_array_equal(direct.clips, cs.clips)  # the CLI builds the same settings
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "envs" / "vdc.yaml").exists(), reason="envs/vdc.yaml (the rules' conda env) not written yet")
+def test_snakemake_runs_condense_for_builtin_and_custom_methods(tmp_path):
+    """The condense rule on a tiny config: Random and the examples/ method, no teacher needed."""
+    (tmp_path / "results" / "frames").mkdir(parents=True)
+    make_frames(tmp_path / "results" / "frames" / "tiny.h5")
+    cfg = tiny_config(tmp_path)
+    cfg.update(results="results", workdir="work", logs="logs")
+    cfg["study"]["methods"] = ["random", "my_method"]
+    cfg["methods"]["my_method"] = {"module": "examples.my_method"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    targets = [f"results/condensed/tiny/{m}/ipc1-tc8-naive-none-seed0.h5" for m in ("random", "my_method")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # `examples` importable from the job's cwd
+    res = subprocess.run([sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"),
+                          "-d", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-c1",
+                          "--allowed-rules", "condense"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for t in targets:
+        cs = CondensedSet.read(tmp_path / t)
+        assert len(cs.labels) == 3 and cs.attrs["ipc"] == 1
+    assert (tmp_path / "logs" / "condense" / "dataset=tiny" / "method=my_method").is_dir()
