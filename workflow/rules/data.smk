@@ -41,6 +41,7 @@ if TOY_ROOTS:
             "{root}/ucfTrainTestlist/trainlist01.txt",
             "{root}/ucfTrainTestlist/testlist01.txt",
         params:
+            code=code_for("toy"),
             settings=toy_settings,
         threads: 2
         log:
@@ -62,6 +63,7 @@ rule extract:
         frames=pattern("frames"),
         report=pattern("frames_report"),
     params:
+        code=code_for("extract"),
         settings=settings("extract"),
     threads: 4
     log:
