@@ -135,6 +135,7 @@ def test_snakemake_runs_condense_for_builtin_and_custom_methods(tmp_path):
     make_frames(tmp_path / "results" / "frames" / "tiny.h5")
     cfg = tiny_config(tmp_path)
     cfg.update(results="results", workdir="work", logs="logs")
+    cfg["datasets"]["tiny"].update(annotations="data/tiny/ucfTrainTestlist", video_root="data/tiny/videos")
     cfg["study"]["methods"] = ["random", "my_method"]
     cfg["methods"]["my_method"] = {"module": "examples.my_method"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
