@@ -27,7 +27,8 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
     kl      - tau^2 * KL(softmax(t / tau) || softmax(s / tau)), mean over the batch (tau = temperature);
               the tau^2 factor (Hinton et al.) keeps gradient magnitudes comparable across tau; under
               AdamW a constant loss factor hardly changes training;
-* test: every test video once, centre 8-frame window x centre crop, batches of test_batch.
+* test: every test video once, centre 8-frame window x centre crop (prepared once, ``loop.TestClips``),
+  batches of test_batch.
 
 Test accuracy is recorded at the final epoch (the main number) and at the *late epochs*: the
 reference's 209, 219, ..., 299 for E = 300; for other E, epoch e (0-based) of the reference maps to
@@ -229,7 +230,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         raise ValueError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
                          f"{num_classes}; condense it from this frames file")
     data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device)
-    test = load_bank(frames, "test", device)
+    test = loop.TestClips(load_bank(frames, "test", device), ds)
     ipc = int(cset.attrs.get("ipc", max(1, round(len(data) / num_classes))))
     batch = int(ds["base_batch"]) * ipc
     iters = math.ceil(len(data) / batch)
@@ -281,7 +282,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         sched.step()
         curve.append({"epoch": epoch, "loss": float(loss_sum) / len(data), "lr": lr})
         if epoch in late:
-            acc = loop.test_accuracy(student, test, ds, ev["test_batch"])
+            acc = loop.test_accuracy(student, test, ev["test_batch"])
             tests.append({"epoch": epoch, "top1": acc["top1"], "top5": acc["top5"]})
             log.info("epoch %d/%d loss %.4f test top1 %.2f top5 %.2f", epoch + 1, epochs, curve[-1]["loss"],
                      acc["top1"], acc["top5"])

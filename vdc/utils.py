@@ -76,7 +76,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # = torch.use_deterministic_algorithms(True, warn_only=True) without its import of
+        # torch._inductor.config (1.5-5 s per process; vdc does not compile)
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
 

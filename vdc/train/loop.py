@@ -31,12 +31,6 @@ def train_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator:
     return C.normalize(x)
 
 
-def test_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict) -> torch.Tensor:
-    """Test view: the centre window, centre crop, normalised. videos [B] -> float [B, 3, clip_len, S, S]."""
-    idx = C.center_frame_indices(bank.lengths[videos], dataset["clip_len"], dataset["clip_interval"])
-    return C.normalize(C.center_crop(bank.gather(videos, idx), dataset["input_size"]))
-
-
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
     """Number of samples whose label is among the top-k logits, for each k (k capped at K)."""
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
@@ -44,18 +38,42 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
     return [int(hit[:, :k].any(1).sum()) for k in ks]
 
 
+class TestClips:
+    """The test view of every video of a bank, prepared once: uint8 [N, 3, T, S, S] (centre window,
+    centre crop, pixels rounded to 1/255 - exact unless the frames are smaller than S) + labels [N],
+    on the bank's device. Repeated test passes then cost only the network's forward."""
+
+    def __init__(self, bank: VideoBank, dataset: dict, batch: int = 256):
+        device = bank.labels.device
+        n = len(bank)
+        parts = []
+        for i in range(0, n, batch):
+            videos = torch.arange(i, min(i + batch, n), device=device)
+            idx = C.center_frame_indices(bank.lengths[videos], dataset["clip_len"], dataset["clip_interval"])
+            x = C.center_crop(bank.gather(videos, idx), dataset["input_size"])
+            parts.append((x * 255).round_().to(torch.uint8))
+        s = int(dataset["input_size"])
+        self.clips = torch.cat(parts) if parts else torch.zeros(0, 3, dataset["clip_len"], s, s, dtype=torch.uint8)
+        self.labels = bank.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, i: int, j: int) -> torch.Tensor:
+        """Network input of test videos i..j-1: float [j - i, 3, T, S, S], normalised."""
+        return C.normalize(self.clips[i:j].float().div_(255))
+
+
 @torch.no_grad()
-def test_accuracy(model: nn.Module, bank: VideoBank, dataset: dict, batch: int = 100) -> dict:
-    """Top-1 / top-5 accuracy (percent) of ``model`` on every video of ``bank``, one centre clip x one
-    centre crop each, in batches of ``batch``. Restores the model's train/eval mode."""
+def test_accuracy(model: nn.Module, test: TestClips, batch: int = 100) -> dict:
+    """Top-1 / top-5 accuracy (percent) of ``model`` on every test video (one centre clip x one centre
+    crop each), in batches of ``batch``. Restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
-    device = bank.labels.device
     c1 = c5 = 0
-    n = len(bank)
+    n = len(test)
     for i in range(0, n, batch):
-        videos = torch.arange(i, min(i + batch, n), device=device)
-        h1, h5 = topk_correct(model(test_batch(bank, videos, dataset)), bank.labels[videos])
+        h1, h5 = topk_correct(model(test.batch(i, min(i + batch, n))), test.labels[i:i + batch])
         c1, c5 = c1 + h1, c5 + h5
     model.train(was_training)
     return {"top1": 100.0 * c1 / max(n, 1), "top5": 100.0 * c5 / max(n, 1)}

@@ -68,7 +68,8 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     t0 = time.time()
 
     frames = Frames(frames_path)
-    train, test = load_bank(frames, "train", device), load_bank(frames, "test", device)
+    train = load_bank(frames, "train", device)
+    test = loop.TestClips(load_bank(frames, "test", device), ds)
     if len(train) == 0:
         raise ValueError(f"{frames_path}: the train split is empty; check the dataset's annotations and rerun extract")
     num_classes = frames.num_classes
@@ -114,7 +115,7 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
         row = {"epoch": epoch, "loss": float(loss_sum) / len(train), "lr": lr,
                "train_top1": 100.0 * float(correct) / len(train)}
         if (epoch + 1) % cfg["eval_every"] == 0 or epoch + 1 == cfg["epochs"]:
-            acc = loop.test_accuracy(model, test, ds, batch=cfg["batch"] * 2)
+            acc = loop.test_accuracy(model, test, batch=cfg["batch"] * 2)
             row.update(test_top1=acc["top1"], test_top5=acc["top5"])
         curve.append(row)
         log.info("epoch %d/%d %s", epoch + 1, cfg["epochs"],
