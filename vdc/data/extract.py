@@ -5,7 +5,8 @@
 
 1. :func:`vdc.data.ingest.read_manifest` lists the split's videos (train first, then test).
 2. Pass 1 (probe): open every video with decord and read its frame count and fps, and decode its
-   last kept frame (catches truncated files whose header promises more than they hold).
+   last kept frame (catches truncated files whose header promises more than they hold). Videos
+   decord cannot read are decoded with PyAV instead (decord 0.6 fails to resize to some widths).
 3. Allocate one contiguous uncompressed ``/frames`` [F, H, W, 3] uint8 for all kept frames.
 4. Pass 2 (decode): decode each video's kept frames, resized during decoding to ``storage_size``
    [H, W] (no aspect ratio kept), and stream them into ``/frames`` in manifest order. Only a few
@@ -64,36 +65,70 @@ def _open(path: str, size):
     return decord.VideoReader(path, ctx=decord.cpu(0), width=int(w), height=int(h), num_threads=1)
 
 
-def probe_video(job) -> tuple[int, float, str]:
-    """(source frame count, fps, error message or "") of one video. job = (path, size, stride, max_frames)."""
+def _pyav_frames(path: str, size, wanted=None):
+    """Decode with PyAV (the fallback decoder): (uint8 [n, H, W, 3] of the frames in ``wanted``
+    (all when None), number of decoded frames, fps). Bicubic resize, as decord's ffmpeg scaler."""
+    import av
+
+    h, w = size
+    keep = None if wanted is None else {int(i): k for k, i in enumerate(wanted)}
+    out = {}
+    n = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 0)
+        for frame in container.decode(stream):
+            if keep is None or n in keep:
+                arr = frame.to_ndarray(width=int(w), height=int(h), format="rgb24", interpolation="BICUBIC")
+                out[n if keep is None else keep[n]] = arr
+            n += 1
+            if keep is not None and len(out) == len(keep):
+                break
+    frames = np.stack([out[k] for k in sorted(out)]) if out else np.zeros((0, int(h), int(w), 3), np.uint8)
+    return frames, n, fps
+
+
+def probe_video(job) -> tuple[int, float, str, str]:
+    """(source frame count, fps, decoder "decord" | "pyav", error message or "") of one video.
+    decord first (it reads the count from the container, then decodes the last kept frame to catch
+    truncated files); PyAV (a full decode) when decord fails, e.g. decord 0.6's resize bug at some
+    output widths (16, 24, 48, 72, ...). job = (path, size, stride, max_frames)."""
     path, size, stride, max_frames = job
+    if not os.path.isfile(path):
+        return 0, 0.0, "", "file not found"
     try:
-        if not os.path.isfile(path):
-            return 0, 0.0, "file not found"
         vr = _open(path, size)
         n, fps = len(vr), float(vr.get_avg_fps())
-        if n <= 0:
-            return 0, fps, "no frames"
-        last = int(kept_indices(n, stride, max_frames)[-1])
-        vr.get_batch([last]).asnumpy()
-        return n, fps, ""
+        if n > 0:
+            vr.get_batch([int(kept_indices(n, stride, max_frames)[-1])]).asnumpy()
+            return n, fps, "decord", ""
+        err = "decord: no frames"
     except Exception as exc:  # noqa: BLE001 - any decoder error is a per-video failure
-        return 0, 0.0, f"{type(exc).__name__}: {_one_line(exc)}"
+        err = f"decord: {type(exc).__name__}: {_one_line(exc)}"
+    try:
+        _, n, fps = _pyav_frames(path, (2, 2))
+        if n > 0:
+            return n, fps, "pyav", ""
+        return 0, 0.0, "", f"{err}; pyav: no frames"
+    except Exception as exc:  # noqa: BLE001
+        return 0, 0.0, "", f"{err}; pyav: {type(exc).__name__}: {_one_line(exc)}"
 
 
 def decode_video(job) -> tuple[np.ndarray | None, str]:
     """(uint8 frames [n, H, W, 3] or None, error message or "") of one video.
-    job = (path, size, indices)."""
-    path, size, idx = job
+    job = (path, size, indices, decoder)."""
+    path, size, idx, decoder = job
+    want = (len(idx), int(size[0]), int(size[1]), 3)
     try:
-        vr = _open(path, size)
-        frames = vr.get_batch(list(map(int, idx))).asnumpy()
-        want = (len(idx), int(size[0]), int(size[1]), 3)
+        if decoder == "decord":
+            frames = _open(path, size).get_batch(list(map(int, idx))).asnumpy()
+        else:
+            frames, _, _ = _pyav_frames(path, size, idx)
         if frames.shape != want:
-            return None, f"decoded shape {frames.shape}, expected {want}"
+            return None, f"{decoder}: decoded shape {frames.shape}, expected {want}"
         return np.ascontiguousarray(frames, dtype=np.uint8), ""
     except Exception as exc:  # noqa: BLE001
-        return None, f"{type(exc).__name__}: {_one_line(exc)}"
+        return None, f"{decoder}: {type(exc).__name__}: {_one_line(exc)}"
 
 
 def _one_line(exc: Exception) -> str:
@@ -139,12 +174,15 @@ def extract(settings: dict, out: str | os.PathLike, report: str | os.PathLike, w
         # pass 1: frame counts
         n_src = np.zeros(len(records), np.int64)
         fps = np.zeros(len(records), np.float32)
+        decoder = [""] * len(records)
         jobs = ((p, size, stride, max_frames) for p in paths)
-        for i, (n, f, err) in enumerate(tqdm(ordered_map(probe_video, jobs, executor, 4 * workers),
-                                             total=len(paths), desc="probe", disable=None)):
-            n_src[i], fps[i] = n, f
+        for i, (n, f, dec, err) in enumerate(tqdm(ordered_map(probe_video, jobs, executor, 4 * workers),
+                                                  total=len(paths), desc="probe", disable=None)):
+            n_src[i], fps[i], decoder[i] = n, f, dec
             if err:
                 failed[i] = err
+        if decoder.count("pyav"):
+            log.info("%d videos are decoded with PyAV (decord could not read them)", decoder.count("pyav"))
         idx = [kept_indices(int(n), stride, max_frames) if i not in failed else np.zeros(0, np.int64)
                for i, n in enumerate(n_src)]
         total_rows = int(sum(len(x) for x in idx))
@@ -157,7 +195,7 @@ def extract(settings: dict, out: str | os.PathLike, report: str | os.PathLike, w
                 data = h5.create_dataset("frames", shape=(total_rows, *size, 3), dtype=np.uint8)
                 # pass 2: decode and stream in manifest order
                 todo = [i for i in range(len(records)) if i not in failed]
-                jobs = ((paths[i], size, idx[i]) for i in todo)
+                jobs = ((paths[i], size, idx[i], decoder[i]) for i in todo)
                 row = 0
                 for i, (frames, err) in zip(todo, tqdm(ordered_map(decode_video, jobs, executor, 2 * workers),
                                                        total=len(todo), desc="decode", disable=None)):
