@@ -25,9 +25,13 @@ Iteration it (``iterations`` in all):
   clips: SGD(lr_clips, momentum 0.5), alpha: SGD(lr_lr, momentum 0.5), labels: SGD(lr_labels,
   momentum 0.9); no update when loss > threshold.
 
+Expert per iteration: uniform over the experts (the reference cycles through a shuffled list).
+
 Checkpoints (every ``checkpoint_every`` iterations, in ``ctx.workdir/datm.pt``): synthetic clips,
 labels, alpha, the three optimiser states, the generator state and the history; a killed job resumes
-there and ends with the same synthetic set as an uninterrupted run (CPU).
+there and ends with the same synthetic set as an uninterrupted run (CPU). Raising ``iterations``
+and rerunning continues a finished run's last checkpoint. The per-iteration history (loss, alpha,
+start epoch, window, expert, skipped) is written to ``ctx.workdir/history.json``.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ from vdc.condensed import CondensedSet
 from vdc.data import clips as C
 from vdc.models import create_model
 from vdc.train.experts import Experts
-from vdc.utils import save_torch
+from vdc.utils import save_torch, write_json
 
 
 def start_epoch_upper(it: int, s: dict) -> int:
@@ -72,6 +76,12 @@ def network_view(x: torch.Tensor, clip_len: int, interpolation: str) -> torch.Te
     start = max((t_c - clip_len) // 2, 0)
     fr = torch.arange(start, start + min(clip_len, t_c), device=x.device).expand(x.shape[0], -1)
     return clip_view(x, fr, None, clip_len, interpolation)
+
+
+def _identity(s: dict) -> str:
+    """The settings a checkpoint must share to be resumed (``iterations`` may grow: a run can be extended)."""
+    return json.dumps({k: v for k, v in s.items() if k not in ("iterations", "checkpoint_every", "log_every")},
+                      sort_keys=True)
 
 
 def _check(s: dict, experts: Experts, ctx: Context) -> None:
@@ -145,7 +155,7 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
 
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["settings"] != json.dumps(s, sort_keys=True):
+        if ck["settings"] != _identity(s):
             raise ValueError(f"{ckpt_path}: checkpoint of other settings; delete it to start over")
         clips, labels = ck["clips"].to(dev), ck["labels"].to(dev)
         alpha = ck["alpha"].to(dev)
@@ -198,11 +208,12 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
             save_torch({"clips": clips.detach().cpu(), "labels": labels.detach().cpu(), "alpha": alpha.detach().cpu(),
                         "opt_x": opt_x.state_dict(), "opt_a": opt_a.state_dict(), "opt_y": opt_y.state_dict(),
                         "generator": ctx.generator.get_state(), "iteration": it + 1, "history": history,
-                        "sources": sources, "init_acc": init_acc, "settings": json.dumps(s, sort_keys=True)},
+                        "sources": sources, "init_acc": init_acc, "settings": _identity(s)},
                        ckpt_path)
         if on_iteration is not None:
             on_iteration(it, rec)
     experts.close()
+    write_json(ctx.workdir / "history.json", history)
 
     out = C.denormalize(clips.detach()).permute(0, 2, 3, 4, 1).cpu().numpy().astype(np.float32)  # [N, T_c, S, S, 3]
     hard = np.repeat(np.arange(ctx.num_classes), ctx.ipc)
