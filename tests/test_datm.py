@@ -137,3 +137,23 @@ def test_killed_run_resumes_to_the_same_set(data, tmp_path):
     np.testing.assert_array_equal(full.clips, resumed.clips)
     np.testing.assert_array_equal(full.label_logits, resumed.label_logits)
     assert full.attrs["alpha"] == resumed.attrs["alpha"]
+
+
+def test_initial_labels_are_mean_logits_of_correct_experts(data, tmp_path):
+    from vdc.condense.datm import _initialise, network_view
+
+    ctx = _ctx(data, tmp_path / "w", ipc=2)
+    ex = X.Experts(data[1])
+    fm = FlatModel(create_model(ex.arch, ex.num_classes, **ex.model))
+    clips, logits, sources, _ = _initialise(ctx, ex, fm, ctx.settings)
+    assert clips.shape == (6, 3, 6, SIZE, SIZE) and logits.shape == (6, 3)
+    classes = torch.arange(3).repeat_interleave(2)
+    assert (ctx.frames.labels[sources] == classes.numpy()).all()          # each clip from a video of its class
+    with torch.no_grad():
+        per_expert = torch.stack([fm(ex.snapshot(e, ctx.settings["max_start_epoch"]), network_view(clips, 4, "none"))
+                                  for e in range(ex.num_experts)])          # [E, N, K]
+    for i, c in enumerate(classes):
+        ok = per_expert[:, i].argmax(1) == c
+        want = per_expert[ok, i].mean(0) if ok.any() else per_expert[:, i].mean(0)
+        torch.testing.assert_close(logits[i], want)
+    ex.close()
