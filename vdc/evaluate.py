@@ -229,6 +229,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     if int(cset.attrs.get("num_classes", num_classes)) != num_classes:
         raise ValueError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
                          f"{num_classes}; condense it from this frames file")
+    student = create_model(arch, num_classes, **settings["model"]).to(device)  # first draw after the seed
     data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device)
     test = loop.TestClips(load_bank(frames, "test", device), ds)
     ipc = int(cset.attrs.get("ipc", max(1, round(len(data) / num_classes))))
@@ -249,7 +250,6 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         if labels_kind == "soft":
             soft, soft_source, labeler = soft_targets(labeler, data, ev["test_batch"]), "labeler", None
 
-    student = create_model(arch, num_classes, **settings["model"]).to(device)
     opt = torch.optim.AdamW(loop.decay_groups(student, ev["weight_decay"]), lr=ev["lr"], betas=tuple(ev["betas"]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: schedule_factor(e, epochs))
     protocol = Protocol(student, opt, data, ev, labeler, soft)
