@@ -351,6 +351,23 @@ def check_layout(root: str | os.PathLike, settings: dict) -> None:
                              f"'{root}' puts it at '{want}'; set {key}: {want}")
 
 
+def toy_roots(config: dict) -> dict:
+    """{root: dataset name} for every dataset of a validated config with format toy; the root is the
+    parent of its annotations folder. Raises ValueError unless annotations is <root>/ucfTrainTestlist
+    and video_root is <root>/videos (the layout :func:`generate` writes)."""
+    out = {}
+    for name, ds in config["datasets"].items():
+        if ds["format"] != "toy":
+            continue
+        ann = Path(ds["annotations"])
+        if ann.name != "ucfTrainTestlist" or Path(ds["video_root"]) != ann.parent / "videos":
+            raise ValueError(f"dataset '{name}' (format toy): set annotations: <root>/ucfTrainTestlist and "
+                             f"video_root: <root>/videos (the toy layout); got annotations: {ds['annotations']}, "
+                             f"video_root: {ds['video_root']}")
+        out[str(ann.parent)] = name
+    return out
+
+
 # ----------------------------------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

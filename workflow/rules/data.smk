@@ -3,35 +3,16 @@
 import re
 
 from vdc.data.ingest import annotation_files
+from vdc.data.toy import toy_roots
 
+try:
+    TOY_ROOTS = toy_roots(config)  # {toy root folder: dataset name} for datasets with format toy
+except ValueError as _err:
+    raise WorkflowError(str(_err)) from None
 
-def _toy_roots():
-    """{toy root: dataset name} for every dataset with format toy (root = parent of its annotations)."""
-    out = {}
-    for name, ds in config["datasets"].items():
-        if ds["format"] == "toy":
-            ann = Path(ds["annotations"])
-            root = str(ann.parent)
-            if ann.name != "ucfTrainTestlist" or Path(ds["video_root"]) != ann.parent / "videos":
-                raise WorkflowError(f"dataset '{name}' (format toy): set annotations: <root>/ucfTrainTestlist "
-                                    f"and video_root: <root>/videos (the toy layout); got annotations: "
-                                    f"{ds['annotations']}, video_root: {ds['video_root']}")
-            out[root] = name
-    return out
-
-
-TOY_ROOTS = _toy_roots()
-
-
-def toy_settings(wildcards):
-    """Settings of the toy stage for the dataset generated under {root}."""
-    return shlex.quote(settings_json(stage_settings(config, "toy", TOY_ROOTS[wildcards.root])))
-
-
-def extract_inputs(wildcards):
-    """The annotation files of a dataset (for toy datasets: the toy rule's outputs)."""
-    return annotation_files(config["datasets"][wildcards.dataset])
-
+# Shell commands below are f-strings so that the interpreter (VDC) is part of the command, not a
+# param (a param would rerun every job when the venv moves) and not a global the linter flags;
+# Snakemake's own placeholders are therefore written with double braces.
 
 if TOY_ROOTS:
 
@@ -42,7 +23,7 @@ if TOY_ROOTS:
             "{root}/ucfTrainTestlist/testlist01.txt",
         params:
             code=code_for("toy"),
-            settings=toy_settings,
+            settings=lambda wc: shlex.quote(settings_json(stage_settings(config, "toy", TOY_ROOTS[wc.root]))),
         threads: 2
         log:
             log_file("toy_dataset", root="{root}"),
@@ -53,12 +34,12 @@ if TOY_ROOTS:
         wildcard_constraints:
             root="|".join(re.escape(r) for r in TOY_ROOTS),
         shell:
-            "{VDC} toy --out {wildcards.root} --threads {threads} --settings {params.settings} > {log} 2>&1"
+            f"{VDC} toy --out {{wildcards.root}} --threads {{threads}} --settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule extract:
     input:
-        extract_inputs,
+        lambda wc: annotation_files(config["datasets"][wc.dataset]),
     output:
         frames=pattern("frames"),
         report=pattern("frames_report"),
@@ -73,8 +54,8 @@ rule extract:
     conda:
         CONDA_ENV
     shell:
-        "{VDC} extract --out {output.frames} --report {output.report} --threads {threads}"
-        " --settings {params.settings} > {log} 2>&1"
+        f"{VDC} extract --out {{output.frames}} --report {{output.report}} --threads {{threads}}"
+        f" --settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule frames:
