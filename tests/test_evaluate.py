@@ -223,3 +223,26 @@ def test_full_method_takes_every_training_video_centre_clip(files, tmp_path):
     v = 4
     assert np.array_equal(cs.clips[v], fr.read_frames(int(train[v]), want_idx[v]))
     assert cs.attrs["method"] == "full" and cs.attrs["t_c"] == 8
+
+
+@pytest.mark.parametrize("t_c,sampling,interp,plain,windows", [
+    (16, "sliding", "none", list(range(4, 12)), {tuple(range(s, s + 8)) for s in range(9)}),
+    (24, "segment", "none", list(range(8, 16)), {tuple(range(s, s + 8)) for s in (0, 8, 16)}),
+    (4, "naive", "dup", [0, 0, 1, 1, 2, 2, 3, 3], {(0, 0, 1, 1, 2, 2, 3, 3)}),
+])
+def test_condensed_views_follow_the_temporal_setting(tmp_path, t_c, sampling, interp, plain, windows):
+    """Frame k of every condensed video is the constant k/255: the views' frame values are the frame ids."""
+    clips = np.broadcast_to(np.arange(t_c, dtype=np.uint8).reshape(1, t_c, 1, 1, 1), (2, t_c, 20, 20, 3)).copy()
+    cs = CondensedSet(clips=clips, labels=np.array([0, 1]),
+                      attrs={"t_c": t_c, "sampling": sampling, "interpolation": interp})
+    ds = {"clip_len": 8, "input_size": 16}
+    data = E.CondensedClips(cs, ds, (0.08, 1.0), (0.75, 1.33), "cpu")
+
+    def frame_ids(x):  # [B, 3, T, S, S] normalised -> [B, T] frame ids
+        from vdc.data.clips import denormalize
+        return (denormalize(x)[:, 0, :, 8, 8] * 255).round().long()
+
+    assert frame_ids(data.plain_view(torch.arange(2))).tolist() == [plain, plain]
+    g = torch.Generator().manual_seed(0)
+    seen = {tuple(r) for _ in range(30) for r in frame_ids(data.train_view(torch.arange(2), g)).tolist()}
+    assert seen == windows

@@ -307,7 +307,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         "settings": settings, "condensed_file": str(condensed_path), "vdc_version": __version__,
     }
     write_json(out_path, result)
-    ckpt_path.unlink(missing_ok=True)
+    loop.remove_checkpoint(ckpt_path)
     log.info("%s: final top1 %.2f top5 %.2f, best late %s %.2f (epoch %d), %.1f s", out_path, result["top1"],
              result["top5"], metric, best[metric], best["epoch"], result["wall_time_s"])
     return result

@@ -129,6 +129,16 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     save_torch(state, path)
 
 
+def remove_checkpoint(path: str | Path) -> None:
+    """Delete a finished job's checkpoint and its folder when that is left empty."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
+
+
 def load_checkpoint(path: str | Path, expected_fingerprint: str) -> dict | None:
     """The checkpoint at ``path`` if it exists and was written by the same job, else None."""
     path = Path(path)

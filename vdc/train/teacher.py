@@ -134,7 +134,7 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     save_torch({"arch": arch, "num_classes": num_classes, "model": dict(settings["model"]),
                 "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "settings": settings}, out_path)
     write_json(metrics_path, metrics)
-    ckpt_path.unlink(missing_ok=True)
+    loop.remove_checkpoint(ckpt_path)
     log.info("teacher %s: test top1 %.2f top5 %.2f in %.1f s", arch, metrics["top1"], metrics["top5"],
              metrics["wall_time_s"])
     return metrics
