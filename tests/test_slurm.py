@@ -110,7 +110,7 @@ def run_through_slurm(workdir: Path, *targets: str, limit_s: int = 300) -> tuple
 
 def submitted_jobs(log: str) -> dict[str, str]:
     """SLURM job id -> rule, from the plugin's 'submitted with SLURM jobid' lines."""
-    found = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/\1\.log\)", log)
+    found = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/(?:[^)\s]+/)?\1\.log\)", log)
     return {jobid: rule for jobid, rule in found}
 
 
@@ -177,3 +177,29 @@ def test_small_workflow_runs_through_slurm_with_a_gpu_job(slurm_cluster, tmp_pat
     out = (tmp_path / "teacher.txt").read_text()
     assert f"CUDA_VISIBLE_DEVICES=0 SLURM_JOB_ID={teacher_id}" in out   # the fake GPU SLURM assigned
     assert "cuda_available" in out
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_real_pipeline_frames_and_teacher_through_slurm(slurm_cluster, tmp_path):
+    """The real workflow (toy data -> frames -> teacher, 2 teacher epochs) through SLURM."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["teacher"].update(epochs=2, warmup_epochs=1, milestones=[1], eval_every=1)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res, wall = run_through_slurm(tmp_path, "frames", "teachers", "-s", str(REPO / "Snakefile"),
+                                  "--configfile", "config.yaml", limit_s=900)
+    log = res.stdout + res.stderr
+    print(f"SLURM frames + teacher: {wall:.1f} s wall")
+    assert res.returncode == 0, log[-4000:]
+    jobs = submitted_jobs(log)
+    assert sorted(jobs.values()) == ["extract", "teacher", "toy_dataset"], log[-4000:]
+    calls = sbatch_calls(log)
+    assert "--gpus=1" in calls["teacher"][0] and " -p gpu " in calls["teacher"][0]
+    assert all("--gpus" not in calls[r][0] and " -p cpu " in calls[r][0] for r in ("toy_dataset", "extract"))
+    for jobid, rule in jobs.items():
+        record = scontrol_job(jobid)
+        assert "JobState=COMPLETED" in record, record
+        assert ("TresPerJob=gres:gpu:1" in record) == (rule == "teacher"), record
+    assert (tmp_path / "results" / "teachers" / "toy" / "minic3d.json").exists()
