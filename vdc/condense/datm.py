@@ -105,7 +105,8 @@ def _initialise(ctx: Context, experts: Experts, fmodel: FlatModel, s: dict):
     t, bank, dev = ctx.temporal, ctx.train_bank, ctx.device
     size, clip_len = ctx.input_size, ctx.clip_len
     interval = int(ctx.dataset.get("clip_interval", 8))
-    label_epoch = min(int(s.get("label_epoch") or s["max_start_epoch"]), experts.keep_epochs)
+    label_epoch = s.get("label_epoch")
+    label_epoch = min(int(s["max_start_epoch"] if label_epoch is None else label_epoch), experts.keep_epochs)
     thetas = [experts.snapshot(e, label_epoch, dev) for e in range(experts.num_experts)]
     labels_all = bank.labels.cpu().numpy()
     clips, logits, sources, correct_frac = [], [], [], []
