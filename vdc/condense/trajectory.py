@@ -154,8 +154,13 @@ class InnerLoop:
     interpolation: str = "none"
 
     def loss(self, theta: torch.Tensor, clips: torch.Tensor, labels: torch.Tensor, plan: StepPlan) -> torch.Tensor:
-        x = clip_view(clips[plan.index], plan.frames, plan.flip, self.clip_len, self.interpolation)
-        return soft_cross_entropy(self.fmodel(theta, x), labels[plan.index])
+        """L_k on the whole synthetic set (clips [N_syn, ...], labels [N_syn, K]) indexed by the plan."""
+        return self.batch_loss(theta, clips[plan.index], labels[plan.index], plan)
+
+    def batch_loss(self, theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """L_k on the step's minibatch already gathered: xb [b, 3, T_c, S, S], yb [b, K]."""
+        x = clip_view(xb, plan.frames, plan.flip, self.clip_len, self.interpolation)
+        return soft_cross_entropy(self.fmodel(theta, x), yb)
 
 
 # ----------------------------------------------------------------------------- loss and gradients
@@ -209,7 +214,7 @@ def _match_recompute(inner, theta0, target, clips, labels, alpha, plans) -> Matc
         thetas.append(theta)
         with torch.enable_grad():
             th = theta.detach().requires_grad_(True)
-            g, = torch.autograd.grad(inner.loss(th, c0, y0, plan), th)
+            g, = torch.autograd.grad(inner.batch_loss(th, c0[plan.index], y0[plan.index], plan), th)
         theta = theta - a * g
     denom = (theta0 - target).pow(2).sum()
     loss = (theta - target).pow(2).sum() / denom
@@ -217,19 +222,18 @@ def _match_recompute(inner, theta0, target, clips, labels, alpha, plans) -> Matc
     del theta
     gc, gy = torch.zeros_like(c0), torch.zeros_like(y0)
     ga = torch.zeros_like(a)
-    # backward sweep: rebuild one step's graph at a time
+    # backward sweep: rebuild one step's graph at a time; the leaves are the step's minibatch only
     for k in range(len(plans) - 1, -1, -1):
+        idx = plans[k].index
         with torch.enable_grad():
             th = thetas[k].detach().requires_grad_(True)
-            c = c0.detach().requires_grad_(True)
-            y = y0.detach().requires_grad_(True)
-            g, = torch.autograd.grad(inner.loss(th, c, y, plans[k]), th, create_graph=True)
-            hv, jc, jy = torch.autograd.grad(g, [th, c, y], grad_outputs=lam, allow_unused=True)
+            xb = c0[idx].requires_grad_(True)
+            yb = y0[idx].requires_grad_(True)
+            g, = torch.autograd.grad(inner.batch_loss(th, xb, yb, plans[k]), th, create_graph=True)
+            hv, jx, jy = torch.autograd.grad(g, [th, xb, yb], grad_outputs=lam)
         ga -= torch.dot(lam, g.detach())
-        if jc is not None:
-            gc -= a * jc
-        if jy is not None:
-            gy -= a * jy
+        gc.index_add_(0, idx, -a * jx)
+        gy.index_add_(0, idx, -a * jy)
         lam = lam - a * hv
         thetas[k] = None  # free as we go
     return MatchResult(float(loss), gc, gy, ga)
