@@ -78,10 +78,12 @@ def network_view(x: torch.Tensor, clip_len: int, interpolation: str) -> torch.Te
     return clip_view(x, fr, None, clip_len, interpolation)
 
 
-def _identity(s: dict) -> str:
-    """The settings a checkpoint must share to be resumed (``iterations`` may grow: a run can be extended)."""
-    return json.dumps({k: v for k, v in s.items() if k not in ("iterations", "checkpoint_every", "log_every")},
-                      sort_keys=True)
+def _identity(s: dict, ctx: Context) -> str:
+    """What a checkpoint must share to be resumed: the settings (``iterations`` may grow: a run can be
+    extended) and the frames and experts files (path, size, modification time)."""
+    files = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (ctx.frames_path, ctx.experts_path)]
+    return json.dumps({"settings": {k: v for k, v in s.items() if k not in ("iterations", "checkpoint_every", "log_every")},
+                       "files": files, "ipc": ctx.ipc, "seed": ctx.seed}, sort_keys=True)
 
 
 def _check(s: dict, experts: Experts, ctx: Context) -> None:
@@ -154,10 +156,11 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
     inner = InnerLoop(fmodel, ctx.clip_len, t.interpolation)
     ckpt_path = ctx.workdir / "datm.pt"
 
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["settings"] != _identity(s):
-            raise ValueError(f"{ckpt_path}: checkpoint of other settings; delete it to start over")
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    if ck is not None and ck["settings"] != _identity(s, ctx):
+        ctx.log.warning("%s: checkpoint of other settings or input files; starting over", ckpt_path)
+        ck = None
+    if ck is not None:
         clips, labels = ck["clips"].to(dev), ck["labels"].to(dev)
         alpha = ck["alpha"].to(dev)
         sources, init_acc, history, start_it = ck["sources"], ck["init_acc"], ck["history"], ck["iteration"]
@@ -166,7 +169,7 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
     else:
         clips, labels, sources, init_acc = _initialise(ctx, experts, fmodel, s)
         alpha = torch.tensor(float(s["lr_teacher"]), device=dev)
-        history, start_it, ck = [], 0, None
+        history, start_it = [], 0
         ctx.log.info("DATM: %d synthetic videos initialised; experts classify %.1f%% of them correctly",
                      len(clips), 100 * init_acc)
     clips, labels, alpha = (v.detach().clone().requires_grad_(True) for v in (clips, labels, alpha))
@@ -209,7 +212,7 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
             save_torch({"clips": clips.detach().cpu(), "labels": labels.detach().cpu(), "alpha": alpha.detach().cpu(),
                         "opt_x": opt_x.state_dict(), "opt_a": opt_a.state_dict(), "opt_y": opt_y.state_dict(),
                         "generator": ctx.generator.get_state(), "iteration": it + 1, "history": history,
-                        "sources": sources, "init_acc": init_acc, "settings": _identity(s)},
+                        "sources": sources, "init_acc": init_acc, "settings": _identity(s, ctx)},
                        ckpt_path)
         if on_iteration is not None:
             on_iteration(it, rec)

@@ -113,9 +113,9 @@ def test_top1(model: torch.nn.Module, bank: VideoBank, size: int, clip_len: int,
 
 
 def train_one_expert(i: int, train: VideoBank, test: VideoBank, num_classes: int, settings: dict,
-                     work: Path, device: torch.device) -> dict:
+                     work: Path, device: torch.device, source: str = "") -> dict:
     """Train expert ``i`` (resuming from ``work/expert_<i>.pt``); returns {snapshots [S, P], test_top1,
-    train_loss, seed, epochs}."""
+    train_loss, seed, epochs}. ``source`` identifies the frames file: a checkpoint of other data is not resumed."""
     ex, ds = settings["experts"], settings["dataset"]
     rec = resolve_recipe(ex)
     epochs, keep = int(ex["epochs"]), keep_epochs(ex)
@@ -131,7 +131,7 @@ def train_one_expert(i: int, train: VideoBank, test: VideoBank, num_classes: int
     state = {"epoch": 0, "snapshots": [flat_params(model)], "train_loss": [], "done": False, "seed": seed}
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["settings"] != _identity(settings):
+        if ck["settings"] != _identity(settings, source):
             log.warning("%s was written with other settings; retraining expert %d", ckpt_path, i)
         else:
             model.load_state_dict(ck["model"])
@@ -170,7 +170,7 @@ def train_one_expert(i: int, train: VideoBank, test: VideoBank, num_classes: int
             state["test_top1"] = test_top1(model, test, size, clip_len, interval)
             state["done"] = True
         save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "rng": _global_rng(), "state": state, "settings": _identity(settings)}, ckpt_path)
+                    "rng": _global_rng(), "state": state, "settings": _identity(settings, source)}, ckpt_path)
     log.info("expert %d: %d epochs, last train loss %.4f, test top1 %.2f", i, epochs,
              state["train_loss"][-1], state["test_top1"])
     return state
@@ -187,11 +187,12 @@ def _set_global_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _identity(settings: dict) -> str:
-    """What an expert checkpoint must agree on to be resumed (everything but threads / paths)."""
+def _identity(settings: dict, source: str) -> str:
+    """What an expert checkpoint must agree on to be resumed: the settings (but threads, num_experts,
+    dtype) and the frames file (path, size, modification time)."""
     ex = {k: v for k, v in settings["experts"].items() if k not in ("threads", "num_experts", "dtype")}
     return json.dumps({"arch": settings["arch"], "model": settings["model"], "experts": ex,
-                       "dataset": settings["dataset"]}, sort_keys=True)
+                       "dataset": settings["dataset"], "frames": source}, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -211,7 +212,10 @@ def train_experts(frames_path: str | Path, out_path: str | Path, settings: dict,
     if len(train) == 0:
         raise ValueError(f"{frames_path}: no training videos; re-run extraction for dataset {ds['name']}")
     k = frames.num_classes
-    results = [train_one_expert(i, train, test, k, settings, work, device) for i in range(int(ex["num_experts"]))]
+    st = Path(frames_path).stat()
+    source = f"{Path(frames_path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    results = [train_one_expert(i, train, test, k, settings, work, device, source)
+               for i in range(int(ex["num_experts"]))]
 
     probe = create_model(settings["arch"], k, **settings["model"])
     names = [n for n, _ in probe.named_parameters()]
