@@ -137,6 +137,10 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
         names = [frames.classes[i] for i in empty]
         raise ValueError(f"{frames.path}: classes {names} have no training video; EDC's class-wise targets "
                          f"need at least one per class (check the dataset's split files)")
+    unused = [name for name, _ in layers if sums_m[name] is None]
+    if unused:
+        raise ValueError(f"compute_stats: BatchNorm3d layers {unused} are never reached by the forward pass; "
+                         f"EDC cannot match them")
     out = {}
     for name, mod in layers:
         out[name] = LayerStats(
