@@ -315,3 +315,22 @@ def test_stats_stage_cli_with_a_teacher_file(tmp_path):
     assert back.attrs["layers"] == ["features.1", "features.5", "features.9"]
     for name in direct.layers:
         np.testing.assert_allclose(back.layers[name].class_var, direct.layers[name].class_var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["r2plus1d_r18", "i3d_r18", "slowonly_r18"])
+def test_resnet_teachers_statistics_and_one_step(tmp_path, arch):
+    """Every BatchNorm3d of the ResNet-18 video nets gets class statistics and a matching term."""
+    frames = _frames(tmp_path / "f.h5", per_class=1, length=16)
+    net = _tiny(arch, width=0.0625)
+    with Frames(frames) as fr:
+        stats = compute_stats(net, fr, clip_len=8, clip_interval=2, input_size=SIZE)
+    assert list(stats.layers) == [n for n, _ in bn_layers(net)] and len(stats.layers) >= 17
+    matcher = StatMatcher(net, stats, 10.0, 0.8, True)
+    x = edc_mod._to_normalised(torch.rand(3, 10, SIZE, SIZE, 3)).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.05, betas=(0.5, 0.9))
+    cfg = {"t_c": 10, "clip_len": 8, "sampling": "sliding", "interp": "none", "size": SIZE, "scale": [0.5, 1.0],
+           "r_bn": 0.01, "lo": edc_mod._to_normalised(torch.zeros(3)), "hi": edc_mod._to_normalised(torch.ones(3))}
+    before = x.detach().clone()
+    out = edc_mod.edc_step(x, torch.tensor([0, 1, 2]), net, matcher, opt, 0.05, cfg, torch.Generator().manual_seed(0))
+    assert float(out["bn"]) > 0 and torch.isfinite(out["loss"])
+    assert not torch.equal(x.detach(), before) and len(matcher.ema) == len(stats.layers)
