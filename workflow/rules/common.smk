@@ -1,6 +1,7 @@
 # Config access and target lists. Every rule file includes nothing itself; the Snakefile includes
 # this file first. Paths come from vdc.config.PATHS, settings from vdc.config.stage_settings, so
 # `python -m vdc <stage> --config ...` and Snakemake always agree.
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -37,6 +38,21 @@ def _uses_conda():
 # The interpreter that runs the stages: the environment's python under --sdm conda, otherwise the
 # one running Snakemake (so a venv works without being activated).
 VDC = "python -m vdc" if _uses_conda() else f"{shlex.quote(sys.executable)} -m vdc"
+
+
+def _local_gpus_present():
+    """Whether this machine has NVIDIA devices (cheap: no torch import at DAG time)."""
+    import glob
+
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" and bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+# What a GPU stage (teacher, experts, edc_stats, condense, evaluate) declares as `resources: gpu=GPU`.
+# With a GPU (or device: cuda) each such job takes one GPU slot, so the default profile's `gpu: 1`
+# runs them one at a time and `--resources gpu=4` four at a time, each on its own leased device.
+# On a CPU-only machine (or device: cpu) they take no slot and run side by side like any job.
+# Cluster profiles set `gpu` per rule themselves (profiles/slurm).
+GPU = 0 if config["device"] == "cpu" or (config["device"] == "auto" and not _local_gpus_present()) else 1
 
 
 wildcard_constraints:

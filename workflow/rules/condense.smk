@@ -35,7 +35,7 @@ rule condense:
         bench_file("condense", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}", seed="{seed}")
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     conda:
         CONDA_ENV
     shell:

@@ -18,7 +18,7 @@ rule edc_stats:
         bench_file("edc_stats", dataset="{dataset}", arch="{arch}")
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     conda:
         CONDA_ENV
     shell:

@@ -31,7 +31,7 @@ rule evaluate:
                    seed="{seed}", arch="{arch}", labels="{labels}", loss="{loss}", cutmix="{cutmix}")
     threads: lambda wc: _section(config, wc.dataset, "evaluate")["threads"]
     resources:
-        gpu=1,
+        gpu=GPU,
     conda:
         CONDA_ENV
     shell:

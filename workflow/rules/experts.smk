@@ -16,7 +16,7 @@ rule experts:
         bench_file("experts", dataset="{dataset}")
     threads: lambda wc: config["experts"]["threads"]
     resources:
-        gpu=1,
+        gpu=GPU,
     conda:
         CONDA_ENV
     shell:

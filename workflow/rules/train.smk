@@ -20,7 +20,7 @@ rule teacher:
         bench_file("teacher", dataset="{dataset}", arch="{arch}")
     threads: lambda wc: _section(config, wc.dataset, "teacher")["threads"]
     resources:
-        gpu=1,
+        gpu=GPU,
     conda:
         CONDA_ENV
     shell:
