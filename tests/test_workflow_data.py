@@ -54,7 +54,6 @@ def test_dry_run_and_lint(workflow_dir):
     assert not ours, r.stdout + r.stderr
 
 
-@pytest.mark.slow
 def test_frames_target_runs(workflow_dir):
     r = _smk(workflow_dir, "frames")
     assert r.returncode == 0, r.stderr[-3000:]
