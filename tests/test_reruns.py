@@ -1,4 +1,4 @@
-"""Code-aware reruns (workflow/rules/code.smk): editing a module reruns exactly the jobs that run it.
+"""Code-aware reruns (code_for in workflow/rules/common.smk, vdc/fingerprint.py): editing a module reruns exactly the jobs that run it.
 
 A small workflow with the real rule shapes (extract -> teacher -> condense per method -> evaluate),
 whose jobs just touch their outputs, is run to completion on a copy of the vdc package. Then one
@@ -25,7 +25,6 @@ METHODS = ["random", "herding", "rded"]
 SNAKEFILE = """
 configfile: "config.yaml"
 include: {common!r}
-include: {code!r}
 
 rule all:
     input: [eval_file(d, m, 1, 0, "minic3d", "multisl") for d in STUDY["datasets"] for m in STUDY["methods"]]
@@ -73,8 +72,7 @@ def workflow(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["study"].update(methods=METHODS, ipc=[1], seeds=[0])
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (root / "Snakefile").write_text(SNAKEFILE.format(common=str(REPO / "workflow/rules/common.smk"),
-                                                     code=str(REPO / "workflow/rules/code.smk")))
+    (root / "Snakefile").write_text(SNAKEFILE.format(common=str(REPO / "workflow/rules/common.smk")))
     env = {**os.environ, "PYTHONPATH": str(root / "pkg")}
     res = snakemake(root, env, "--cores", "1")
     assert res.returncode == 0, res.stderr[-3000:]

@@ -2,7 +2,7 @@
 
 Snakemake never assigns GPU ids to local jobs: with ``--resources gpu=4`` it starts four GPU jobs
 at once, and every one of them sees every GPU (and picks ``cuda:0``). The Snakemake rules therefore
-start their GPU stages through this wrapper (``GPU_RUN`` in ``workflow/rules/code.smk``), which
+start their GPU stages through this wrapper (``GPU_RUN`` in ``workflow/rules/common.smk``), which
 leases one free device per job and runs the command with ``CUDA_VISIBLE_DEVICES`` set to it.
 
 A lease is an exclusive ``fcntl.flock`` on ``<lock dir>/gpu<i>.lock``. The wrapper ``exec``s the
@@ -46,6 +46,12 @@ def default_lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"vdc-gpu-locks-{getpass.getuser()}"
 
 
+def local_gpus_present() -> bool:
+    """Whether this machine shows NVIDIA devices (cheap: no torch import), unless hidden by an empty
+    CUDA_VISIBLE_DEVICES."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" and bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def count_gpus() -> int:
     """Number of GPUs on this machine: VDC_NUM_GPUS, else nvidia-smi, else torch."""
     env = os.environ.get("VDC_NUM_GPUS")
@@ -63,7 +69,7 @@ def count_gpus() -> int:
             return sum(1 for line in out.splitlines() if line.startswith("GPU "))
         except (OSError, subprocess.TimeoutExpired):
             pass
-    if not glob.glob("/dev/nvidia[0-9]*"):
+    if not local_gpus_present():
         return 0  # no NVIDIA device nodes: skip importing torch (~2.5 s per job on a CPU machine)
     import torch
 

@@ -26,6 +26,9 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     tmp = Path(tmp)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it a normal file's mode
         os.replace(tmp, final)
     finally:
         if tmp.exists():

@@ -4,12 +4,17 @@
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
+from vdc.fingerprint import code_version, stage_code_roots
+from vdc.gpulease import local_gpus_present
+from vdc.__main__ import STAGES
 from vdc.config import (
     ConfigError,
     PATHS,
     method_settings,
+    section,
     parse_temporal,
     settings_json,
     stage_settings,
@@ -40,19 +45,16 @@ def _uses_conda():
 VDC = "python -m vdc" if _uses_conda() else f"{shlex.quote(sys.executable)} -m vdc"
 
 
-def _local_gpus_present():
-    """Whether this machine has NVIDIA devices (cheap: no torch import at DAG time)."""
-    import glob
-
-    return os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" and bool(glob.glob("/dev/nvidia[0-9]*"))
-
-
 # What a GPU stage (teacher, experts, edc_stats, condense, evaluate) declares as `resources: gpu=GPU`.
 # With a GPU (or device: cuda) each such job takes one GPU slot, so the default profile's `gpu: 1`
-# runs them one at a time and `--resources gpu=4` four at a time, each on its own leased device.
-# On a CPU-only machine (or device: cpu) they take no slot and run side by side like any job.
-# Cluster profiles set `gpu` per rule themselves (profiles/slurm).
-GPU = 0 if config["device"] == "cpu" or (config["device"] == "auto" and not _local_gpus_present()) else 1
+# runs them one at a time and `--resources gpu=4` four at a time, each on its own leased device
+# (GPU_RUN). On a CPU-only machine (or device: cpu) they take no slot and run side by side like any
+# job. Cluster profiles set `gpu` per rule themselves (profiles/slurm).
+GPU = 0 if config["device"] == "cpu" or (config["device"] == "auto" and not local_gpus_present()) else 1
+
+# GPU stages start through GPU_RUN: it leases a free GPU per job on a multi-GPU machine
+# (vdc/gpulease.py) and is a plain pass-through under SLURM or without GPUs.
+GPU_RUN = f"{VDC} gpu-lease --"
 
 
 wildcard_constraints:
@@ -118,17 +120,34 @@ def tables_dir():
     return PATHS["tables"].format(results=RESULTS)
 
 
+def _wildcard_path(wc):
+    return os.path.join(*(f"{k}={v}" for k, v in wc.items())) if wc else "all"
+
+
 def log_file(rule, **wc):
-    tail = "/".join(f"{k}={v}" for k, v in wc.items()) or "all"
-    return f"{LOGS}/{rule}/{tail}.log"
+    return os.path.join(LOGS, rule, _wildcard_path(wc) + ".log")
 
 
 def bench_file(rule, **wc):
-    tail = "/".join(f"{k}={v}" for k, v in wc.items()) or "all"
-    return f"benchmarks/{rule}/{tail}.tsv"
+    return os.path.join("benchmarks", rule, _wildcard_path(wc) + ".tsv")
 
 
-# ------------------------------------------------------------------ settings passed to stages
+# ------------------------------------------------------------------ params passed to stages
+def code_for(stage):
+    """A params function: the fingerprint of the code one job of `stage` runs (vdc/fingerprint.py),
+    so that editing a module reruns exactly the jobs that run it."""
+    if stage not in STAGES:
+        raise WorkflowError(f"code_for: unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+
+    def fn(wildcards):
+        try:
+            return code_version(*stage_code_roots(config, stage, wildcards.items()))
+        except ValueError as err:
+            raise WorkflowError(str(err)) from None
+
+    return fn
+
+
 def settings(stage):
     """A params function: the stage's settings as shell-quoted canonical JSON."""
 
@@ -193,3 +212,52 @@ def study_teachers():
 
 def all_targets():
     return [f"{tables_dir()}/table8.md"]
+
+
+# ------------------------------------------------------------------ inputs and arguments of rules
+def condense_inputs(wildcards):
+    return {"frames": frames_file(wildcards.dataset), **method_needs(wildcards)}
+
+
+def condense_args(wildcards, input):
+    """--teacher/--stats ARCH=PATH, --experts, --init from a condense job's named inputs."""
+    args = []
+    for name, path in input.items():
+        if name.startswith("teacher_"):
+            args.append(f"--teacher {name[len('teacher_'):]}={shlex.quote(path)}")
+        elif name.startswith("stats_"):
+            args.append(f"--stats {name[len('stats_'):]}={shlex.quote(path)}")
+        elif name in ("experts", "init"):
+            args.append(f"--{name} {shlex.quote(path)}")
+    return " ".join(args)
+
+
+def eval_labeler(wildcards):
+    """The labeler teacher of an evaluation (soft and Multi-SL labels only)."""
+    if wildcards.labels == "hard":
+        return {}
+    arch = section(config, wildcards.dataset, "evaluate")["labeler_arch"]
+    return {"labeler": teacher_file(wildcards.dataset, arch)}
+
+
+TABLE_KEYS = ("study", "datasets", "evaluate", "methods", "tables", "teacher")  # what the tables read
+
+
+def tables_settings():
+    return shlex.quote(settings_json({k: config[k] for k in TABLE_KEYS if k in config}))
+
+
+def table_outputs():
+    names = ["table8", "table9", "table11"] + (["table7"] if STUDY.get("edc_networks") else [])
+    out = {f"{n}_{ext}": os.path.join(tables_dir(), f"{n}.{ext}") for n in names for ext in ("md", "csv")}
+    out.update(figure4=os.path.join(tables_dir(), "figure4.png"), figure4_csv=os.path.join(tables_dir(), "figure4.csv"))
+    return out
+
+
+def evals_root(eval_files):
+    """The folder the evaluation JSONs live under (results/eval)."""
+    return os.path.commonpath([os.path.dirname(os.path.dirname(os.path.dirname(f))) for f in eval_files]) \
+        if eval_files else os.path.join(RESULTS, "eval")
+
+
+WORKFLOW_T0 = time.time()  # tables.smk prints table8.md at the end only if this run wrote it

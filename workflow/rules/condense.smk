@@ -3,23 +3,6 @@
 # teachers (teacher_<arch>), EDC statistics (stats_<arch>), DATM experts, an init set (EDC init: rded).
 
 
-def condense_inputs(wildcards):
-    return {"frames": frames_file(wildcards.dataset), **method_needs(wildcards)}
-
-
-def condense_args(wildcards, input):
-    """--teacher/--stats ARCH=PATH, --experts, --init from the job's named inputs."""
-    args = []
-    for name, path in input.items():
-        if name.startswith("teacher_"):
-            args.append(f"--teacher {name[len('teacher_'):]}={shlex.quote(path)}")
-        elif name.startswith("stats_"):
-            args.append(f"--stats {name[len('stats_'):]}={shlex.quote(path)}")
-        elif name in ("experts", "init"):
-            args.append(f"--{name} {shlex.quote(path)}")
-    return " ".join(args)
-
-
 rule condense:
     input:
         unpack(condense_inputs),
@@ -33,14 +16,14 @@ rule condense:
         log_file("condense", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}", seed="{seed}"),
     benchmark:
         bench_file("condense", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}", seed="{seed}")
-    threads: 2
+    threads: 1  # one thread per job: parallel jobs share the cores
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
-        "{GPU_RUN} {VDC} condense --frames {input.frames} --out {output} {params.extra} --threads {threads} "
-        "--settings {params.settings} > {log} 2>&1"
+        f"{GPU_RUN} {VDC} condense --frames {{input.frames}} --out {{output}} {{params.extra}} --threads {{threads}} "
+        f"--settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule condensed:

@@ -16,11 +16,11 @@ rule edc_stats:
         log_file("edc_stats", dataset="{dataset}", arch="{arch}"),
     benchmark:
         bench_file("edc_stats", dataset="{dataset}", arch="{arch}")
-    threads: 2
+    threads: 1  # one thread per job: parallel jobs share the cores
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
-        "{GPU_RUN} {VDC} stats --frames {input.frames} --teacher {input.teacher} --out {output} "
-        "--threads {threads} --settings {params.settings} > {log} 2>&1"
+        f"{GPU_RUN} {VDC} stats --frames {{input.frames}} --teacher {{input.teacher}} --out {{output}} "
+        f"--threads {{threads}} --settings {{params.settings}} > {{log}} 2>&1"

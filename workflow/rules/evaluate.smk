@@ -2,16 +2,6 @@
 # unified protocol (vdc/evaluate.py). The student's seed is the condensed set's seed. Soft and
 # Multi-SL labels read the labeler teacher (config evaluate.labeler_arch); hard labels need none.
 # Checkpoints go to <workdir>/evaluate/<job hash>/last.pt, so a killed job resumes.
-from vdc.config import section as _section
-
-
-def eval_labeler(wildcards):
-    if wildcards.labels == "hard":
-        return {}
-    arch = _section(config, wildcards.dataset, "evaluate")["labeler_arch"]
-    return {"labeler": teacher_file(wildcards.dataset, arch)}
-
-
 rule evaluate:
     input:
         unpack(eval_labeler),
@@ -29,14 +19,14 @@ rule evaluate:
     benchmark:
         bench_file("evaluate", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}",
                    seed="{seed}", arch="{arch}", labels="{labels}", loss="{loss}", cutmix="{cutmix}")
-    threads: lambda wc: _section(config, wc.dataset, "evaluate")["threads"]
+    threads: lambda wc: section(config, wc.dataset, "evaluate")["threads"]
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
-        "{GPU_RUN} {VDC} evaluate --condensed {input.condensed} --frames {input.frames} {params.labeler} "
-        "--out {output} --settings {params.settings} > {log} 2>&1"
+        f"{GPU_RUN} {VDC} evaluate --condensed {{input.condensed}} --frames {{input.frames}} {{params.labeler}} "
+        f"--out {{output}} --settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule evaluations:

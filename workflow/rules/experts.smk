@@ -20,5 +20,5 @@ rule experts:
     conda:
         CONDA_ENV
     shell:
-        "{GPU_RUN} {VDC} experts --frames {input.frames} --out {output} "
-        "--settings {params.settings} > {log} 2>&1"
+        f"{GPU_RUN} {VDC} experts --frames {{input.frames}} --out {{output}} "
+        f"--settings {{params.settings}} > {{log}} 2>&1"

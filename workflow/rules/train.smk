@@ -2,7 +2,6 @@
 # reference recipe (vdc/train/teacher.py). Its .json is the tables' "Full dataset" row; its .pt is the
 # labeler (soft / Multi-SL), RDED's observer, Herding's feature model and EDC's statistics source.
 # Per-epoch checkpoints go to <workdir>/teacher/<dataset>-<arch>/last.pt, so a killed job resumes.
-from vdc.config import section as _section
 
 
 rule teacher:
@@ -18,14 +17,14 @@ rule teacher:
         log_file("teacher", dataset="{dataset}", arch="{arch}"),
     benchmark:
         bench_file("teacher", dataset="{dataset}", arch="{arch}")
-    threads: lambda wc: _section(config, wc.dataset, "teacher")["threads"]
+    threads: lambda wc: section(config, wc.dataset, "teacher")["threads"]
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
-        "{GPU_RUN} {VDC} teacher --frames {input.frames} --out {output.model} --metrics {output.metrics} "
-        "--settings {params.settings} > {log} 2>&1"
+        f"{GPU_RUN} {VDC} teacher --frames {{input.frames}} --out {{output.model}} --metrics {{output.metrics}} "
+        f"--settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule teachers:

@@ -1,34 +1,29 @@
-# Code-aware reruns and GPU leases. Included by the Snakefile right after common.smk.
-#
-# Snakemake reruns a job when its params change, but it does not look inside the Python package a
-# job imports. So every rule passes a fingerprint of the vdc code it runs as a param:
-#
-#     params: code=code_for("condense"), settings=settings("condense")
-#
-# code_for(stage) is a params function of the job's wildcards. It hashes the source files of the
-# stage module (vdc/__main__.py's STAGES), of the modules its settings pick at run time (the
-# condensation method's module, the networks' modules) and of every vdc module those import,
-# followed statically through `import` statements (also inside functions). Editing
-# vdc/condense/rded.py therefore changes the params of the RDED condense jobs only; Snakemake reruns
-# them and, because their outputs change, everything downstream of them. Comments, blank lines,
-# formatting and docstrings are not part of the fingerprint (it hashes the syntax tree), so
-# documentation edits rerun nothing.
-#
-# GPU rules start their stage through GPU_RUN, which leases a free GPU per job on a multi-GPU
-# machine (vdc/gpulease.py) and is a plain pass-through under SLURM or without GPUs:
-#
-#     shell: "{GPU_RUN} {VDC} teacher ... > {log} 2>&1"
-#
-# This file is plain Python (no rules), so tests can exec it with a stand-in `config`.
+"""Code fingerprints for code-aware reruns.
+
+Snakemake reruns a job when its params change, but it does not look inside the Python package a
+job imports. So every rule passes a fingerprint of the vdc code it runs as a param
+(``params: code=code_for("condense")`` in workflow/rules/common.smk, which calls
+:func:`stage_code_roots` and :func:`code_version`).
+
+The fingerprint of a job hashes the source files of the stage module (vdc/__main__.py's STAGES), of
+the modules its settings pick at run time (the condensation method's module, the networks' modules)
+and of every vdc module those import, followed statically through ``import`` statements (also
+inside functions). Editing vdc/condense/rded.py therefore changes the params of the RDED condense
+jobs only; Snakemake reruns them and, because their outputs change, everything downstream of them.
+Comments, blank lines, formatting and docstrings are not part of the fingerprint (it hashes the
+syntax tree), so documentation edits rerun nothing. Nothing here imports torch.
+"""
+from __future__ import annotations
+
 import ast
 import functools
 import hashlib
 import importlib.util
+from pathlib import Path
 
 import vdc
 from vdc.__main__ import STAGES
-
-GPU_RUN = f"{VDC} gpu-lease --"
+from vdc.config import stage_settings
 
 VDC_PACKAGE = Path(vdc.__file__).resolve().parent
 
@@ -91,7 +86,7 @@ def code_modules(roots):
     packages = {r.partition(".")[0] for r in roots}
     for root in roots:
         if _module_file(root) is None:
-            raise WorkflowError(f"code_for: no source file for module '{root}' "
+            raise ValueError(f"code_for: no source file for module '{root}' "
                                 f"(is the stage or method module missing?)")
     seen = {}
     todo = [p for r in roots for p in _with_parents(r)]
@@ -143,14 +138,14 @@ def _model_modules():
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Name) and t.id == "_MODULES" for t in targets):
                 return ast.literal_eval(node.value)
-    raise WorkflowError(f"code_for: {path} has no literal _MODULES table of network modules")
+    raise ValueError(f"code_for: {path} has no literal _MODULES table of network modules")
 
 
 # Stages whose settings name the networks (and, for condense, the method) they run.
 STAGES_WITH_NETWORKS = {"teacher", "experts", "stats", "condense", "evaluate"}
 
 
-def stage_code_roots(stage, wc):
+def stage_code_roots(config, stage, wc):
     """The modules a job of `stage` with wildcards `wc` runs: the stage module, the networks it
     builds and, for condense, the method's module."""
     roots = {STAGES[stage][0]}
@@ -167,14 +162,3 @@ def stage_code_roots(stage, wc):
     models = _model_modules()
     roots.update(models[a] for a in archs if a in models)
     return tuple(sorted(roots))
-
-
-def code_for(stage):
-    """A params function: the fingerprint of the code one job of `stage` runs."""
-    if stage not in STAGES:
-        raise WorkflowError(f"code_for: unknown stage '{stage}' (stages: {', '.join(STAGES)})")
-
-    def fn(wildcards):
-        return code_version(*stage_code_roots(stage, wildcards.items()))
-
-    return fn
