@@ -1,5 +1,6 @@
 """Evaluation protocol: schedule, late epochs, losses, Multi-SL relabelling, a tiny end-to-end run,
 resume after a kill, and the "full" pseudo-method."""
+import copy
 import json
 import math
 
@@ -246,3 +247,36 @@ def test_condensed_views_follow_the_temporal_setting(tmp_path, t_c, sampling, in
     g = torch.Generator().manual_seed(0)
     seen = {tuple(r) for _ in range(30) for r in frame_ids(data.train_view(torch.arange(2), g)).tolist()}
     assert seen == windows
+
+
+def test_loop_adamw_matches_torch_adamw_and_never_imports_dynamo():
+    """vdc's AdamW (torch's functional kernel without the Optimizer class) gives torch.optim.AdamW's
+    numbers, with decay groups and a changing learning rate, and resumes from its state dict."""
+    import subprocess
+    import sys
+
+    from vdc.train import loop
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    b = copy.deepcopy(a)
+    ours = loop.AdamW(loop.decay_groups(a, 0.01), lr=1e-2, betas=(0.9, 0.999))
+    ref = torch.optim.AdamW(loop.decay_groups(b, 0.01), lr=1e-2, betas=(0.9, 0.999))
+    x = torch.randn(8, 4)
+    for step in range(6):
+        for opt, net in ((ours, a), (ref, b)):
+            for g in opt.param_groups:
+                g["lr"] = 1e-2 * (0.5 if step >= 3 else 1.0)
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+        if step == 2:  # resume ours from its state dict half-way
+            state = copy.deepcopy(ours.state_dict())
+            ours = loop.AdamW(loop.decay_groups(a, 0.01), lr=1e-2, betas=(0.9, 0.999))
+            ours.load_state_dict(state)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+    code = ("import sys, torch; from vdc.train import loop; m = torch.nn.Linear(2, 2); "
+            "o = loop.AdamW(loop.decay_groups(m, 0.01), lr=0.1); m(torch.ones(1, 2)).sum().backward(); o.step(); "
+            "assert 'torch._dynamo' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -250,8 +250,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         if labels_kind == "soft":
             soft, soft_source, labeler = soft_targets(labeler, data, ev["test_batch"]), "labeler", None
 
-    opt = torch.optim.AdamW(loop.decay_groups(student, ev["weight_decay"]), lr=ev["lr"], betas=tuple(ev["betas"]))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: schedule_factor(e, epochs))
+    opt = loop.AdamW(loop.decay_groups(student, ev["weight_decay"]), lr=ev["lr"], betas=tuple(ev["betas"]))
     protocol = Protocol(student, opt, data, ev, labeler, soft)
     gen = torch.Generator().manual_seed(seed)
 
@@ -263,7 +262,6 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     if state is not None:
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         loop.set_rng_state(state["rng"], gen)
         curve, tests, start_epoch, elapsed = state["curve"], state["tests"], state["epoch"], state["elapsed"]
         log.info("resuming from epoch %d (%s)", start_epoch, ckpt_path)
@@ -273,13 +271,14 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
              batch, iters, epochs, device)
     student.train()
     for epoch in range(start_epoch, epochs):
-        lr = opt.param_groups[0]["lr"]
+        lr = ev["lr"] * schedule_factor(epoch, epochs)  # the quarter-cosine schedule, per epoch
+        for g in opt.param_groups:
+            g["lr"] = lr
         loss_sum = torch.zeros((), device=device)
         perm = torch.randperm(len(data), generator=gen).to(device)
         for i in range(0, len(data), batch):
             idx = perm[i:i + batch]
             loss_sum += protocol.step(idx, gen) * len(idx)
-        sched.step()
         curve.append({"epoch": epoch, "loss": float(loss_sum) / len(data), "lr": lr})
         if epoch in late:
             acc = loop.test_accuracy(student, test, ev["test_batch"])
@@ -288,7 +287,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
                      acc["top1"], acc["top5"])
         if (epoch + 1) % ev["checkpoint_every"] == 0 and epoch + 1 < epochs:
             loop.save_checkpoint({"fingerprint": fp, "epoch": epoch + 1, "model": student.state_dict(),
-                                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                  "optimizer": opt.state_dict(),
                                   "rng": loop.rng_state(gen), "curve": curve, "tests": tests,
                                   "elapsed": elapsed + time.time() - t0}, ckpt_path)
 

@@ -89,6 +89,59 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
+class AdamW:
+    """AdamW over parameter groups that steps with torch.optim's own functional kernel
+    (``torch.optim.adam.adam`` with decoupled weight decay, exactly what ``torch.optim.AdamW.step``
+    runs), without the ``torch.optim.Optimizer`` class: its ``step()`` imports ``torch._dynamo`` on
+    first use, 2-3 s per process on a 2-core CPU, paid by each of the ~100 evaluation jobs of a study
+    (vdc never compiles). Same update, same numbers, same state layout (exp_avg, exp_avg_sq, step);
+    ``tests/test_evaluate.py`` checks it against torch.optim.AdamW.
+    """
+
+    def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, **g,
+                              "params": list(g["params"])} for g in groups]
+        self.state: dict[int, dict] = {}  # keyed by the parameter's position across the groups
+
+    def _params(self):
+        i = 0
+        for g in self.param_groups:
+            for p in g["params"]:
+                yield i, g, p
+                i += 1
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for _, _, p in self._params():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        from torch.optim.adam import adam
+
+        for g in self.param_groups:
+            params, grads, m, v, steps = [], [], [], [], []
+            for i, _, p in ((i, gg, p) for i, gg, p in self._params() if gg is g):
+                if p.grad is None:
+                    continue
+                st = self.state.setdefault(i, {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
+                                                "exp_avg_sq": torch.zeros_like(p)})
+                params.append(p), grads.append(p.grad), m.append(st["exp_avg"])
+                v.append(st["exp_avg_sq"]), steps.append(st["step"])
+            if params:
+                adam(params, grads, m, v, [], steps, foreach=False, decoupled_weight_decay=True, amsgrad=False,
+                     beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"], weight_decay=g["weight_decay"],
+                     eps=g["eps"], maximize=False)
+
+    def state_dict(self) -> dict:
+        return {"state": self.state, "lrs": [g["lr"] for g in self.param_groups]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.state = {int(k): v for k, v in sd["state"].items()}
+        for g, lr in zip(self.param_groups, sd["lrs"]):
+            g["lr"] = lr
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 def fingerprint(*parts) -> str:
