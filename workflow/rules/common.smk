@@ -254,10 +254,9 @@ def table_outputs():
     return out
 
 
-def evals_root(eval_files):
-    """The folder the evaluation JSONs live under (results/eval)."""
-    return os.path.commonpath([os.path.dirname(os.path.dirname(os.path.dirname(f))) for f in eval_files]) \
-        if eval_files else os.path.join(RESULTS, "eval")
+def evals_root():
+    """The folder the evaluation JSONs live under (PATHS["eval"] up to the dataset)."""
+    return os.path.normpath(PATHS["eval"].split("{dataset}")[0].format(results=RESULTS))
 
 
 WORKFLOW_T0 = time.time()  # tables.smk prints table8.md at the end only if this run wrote it

@@ -13,7 +13,7 @@ rule tables:
         code=code_for("tables"),
         settings=tables_settings(),
         frames=" ".join(f"{ds}={shlex.quote(frames_file(ds))}" for ds in STUDY["datasets"]),
-        evals_root=lambda wc, input: evals_root(input.evals),
+        evals_root=lambda wc: evals_root(),
         out=lambda wc, output: os.path.dirname(output.table8_md),
     log:
         log_file("tables"),
