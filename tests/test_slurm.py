@@ -67,15 +67,16 @@ def test_profile_puts_gpu_rules_on_one_gpu_and_cpu_rules_off_the_gpu_partition()
 
 
 def test_profile_knows_every_gpu_rule_of_the_workflow():
-    """A rule that declares `gpu=1` but has no entry in the profile would be sent to the CPU
+    """A rule that declares a GPU (`gpu=GPU` or `gpu=1`) but has no entry in the profile would be sent to the CPU
     partition; a profile entry for a rule that does not exist is a typo."""
     declared, gpu_declared = set(), set()
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         for name, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.M | re.S):
             declared.add(name)
-            if re.search(r"\bgpu\s*=\s*1\b", body):
+            if re.search(r"\bgpu\s*=\s*(1|GPU)\b", body):
                 gpu_declared.add(name)
     assert gpu_declared <= GPU_RULES, f"GPU rules missing from profiles/slurm: {gpu_declared - GPU_RULES}"
+    assert GPU_RULES <= gpu_declared, f"profile sends rules to the GPU that declare none: {GPU_RULES - gpu_declared}"
     assert (GPU_RULES | CPU_RULES) <= declared, f"profile names unknown rules: {(GPU_RULES | CPU_RULES) - declared}"
 
 
