@@ -94,6 +94,8 @@ def _check_references(cfg: dict, source: str) -> None:
         if name not in cfg["datasets"]:
             raise ConfigError(f"{source}: study.datasets names '{name}', which is not under datasets "
                               f"(defined: {', '.join(cfg['datasets'])}).")
+    if cfg["study"].get("full_data_ipc") and "full" not in cfg["methods"]:
+        raise ConfigError(f"{source}: study.full_data_ipc is set but methods has no 'full' entry; add `full: {{}}`.")
     for name in list(cfg["study"]["methods"]) + list(cfg["study"].get("edc_networks", [])):
         if name not in cfg["methods"]:
             raise ConfigError(f"{source}: study names method '{name}', which has no entry under methods "

@@ -206,12 +206,19 @@ def study_evals():
     return sorted(set(out))
 
 
+def full_data_evals():
+    """The protocol on all training clips (study.full_data_ipc > 0): one run per dataset."""
+    ipc = STUDY["full_data_ipc"]
+    return [eval_file(ds, "full", ipc, STUDY["seeds"][0], STUDY["eval_arch"], "hard")
+            for ds in STUDY["datasets"]] if ipc else []
+
+
 def study_teachers():
     return [teacher_metrics_file(ds, config["teacher"]["arch"]) for ds in STUDY["datasets"]]
 
 
 def all_targets():
-    return [f"{tables_dir()}/table8.md"]
+    return [os.path.join(tables_dir(), "table8.md"), *full_data_evals()]
 
 
 # ------------------------------------------------------------------ inputs and arguments of rules
