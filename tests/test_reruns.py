@@ -54,10 +54,14 @@ rule evaluate:
 """
 
 
-def _edit(path: Path, text: str) -> str:
-    old = path.read_text()
-    path.write_text(old + text)
-    return old
+def planned_after_edit(root: Path, env: dict, module: Path, text: str = "\n_EDITED_FOR_THE_TEST = 1\n") -> set:
+    """The jobs a dry-run plans while ``module`` has ``text`` appended (the edit is undone after)."""
+    old = module.read_text()
+    module.write_text(old + text)
+    try:
+        return planned(root, env)
+    finally:
+        module.write_text(old)
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +113,7 @@ def method_of(output: str) -> str:
 
 def test_editing_a_method_reruns_only_that_method_and_its_evaluations(workflow):
     root, env, pkg = workflow
-    module = pkg / "condense" / "rded.py"
-    old = _edit(module, "\n_EDITED_FOR_THE_TEST = 1\n")
-    try:
-        jobs = planned(root, env)
-    finally:
-        module.write_text(old)
+    jobs = planned_after_edit(root, env, pkg / "condense" / "rded.py")
     assert {method_of(o) for o in jobs_of(jobs, "condense")} == {"rded"}
     assert {method_of(o) for o in jobs_of(jobs, "evaluate")} == {"rded"}
     assert {r for r, _ in jobs} == {"condense", "evaluate"}   # no extraction, no teacher
@@ -123,20 +122,10 @@ def test_editing_a_method_reruns_only_that_method_and_its_evaluations(workflow):
 
 def test_editing_the_evaluation_protocol_reruns_every_evaluation(workflow):
     root, env, pkg = workflow
-    module = pkg / "data" / "clips.py"
-    old = _edit(module, "\n_EDITED_FOR_THE_TEST = 1\n")
-    try:
-        jobs = planned(root, env)
-    finally:
-        module.write_text(old)
+    jobs = planned_after_edit(root, env, pkg / "data" / "clips.py")
     assert {method_of(o) for o in jobs_of(jobs, "evaluate")} == set(METHODS)
     assert not jobs_of(jobs, "extract")
-    module = pkg / "evaluate.py"
-    old = _edit(module, "\n_EDITED_FOR_THE_TEST = 1\n")
-    try:
-        jobs = planned(root, env)
-    finally:
-        module.write_text(old)
+    jobs = planned_after_edit(root, env, pkg / "evaluate.py")
     assert {r for r, _ in jobs} == {"evaluate"}
     assert {method_of(o) for o in jobs_of(jobs, "evaluate")} == set(METHODS)
 
@@ -156,7 +145,8 @@ def test_comments_and_docstrings_rerun_nothing(workflow):
 def test_rerun_triggers_select_or_suppress_code_reruns(workflow):
     root, env, pkg = workflow
     module = pkg / "condense" / "rded.py"
-    old = _edit(module, "\n_EDITED_FOR_THE_TEST = 1\n")
+    old = module.read_text()
+    module.write_text(old + "\n_EDITED_FOR_THE_TEST = 1\n")
     try:
         suppressed = planned(root, env, "--rerun-triggers", "mtime", "input")
         only_params = planned(root, env, "--rerun-triggers", "params")

@@ -104,28 +104,24 @@ class AdamW:
                               "params": list(g["params"])} for g in groups]
         self.state: dict[int, dict] = {}  # keyed by the parameter's position across the groups
 
-    def _params(self):
-        i = 0
+    def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.param_groups:
             for p in g["params"]:
-                yield i, g, p
-                i += 1
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for _, _, p in self._params():
-            p.grad = None
+                p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
         from torch.optim.adam import adam
 
+        i = 0
         for g in self.param_groups:
             params, grads, m, v, steps = [], [], [], [], []
-            for i, _, p in ((i, gg, p) for i, gg, p in self._params() if gg is g):
+            for p in g["params"]:
+                i += 1
                 if p.grad is None:
                     continue
-                st = self.state.setdefault(i, {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
-                                                "exp_avg_sq": torch.zeros_like(p)})
+                st = self.state.setdefault(i - 1, {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
+                                                    "exp_avg_sq": torch.zeros_like(p)})
                 params.append(p), grads.append(p.grad), m.append(st["exp_avg"])
                 v.append(st["exp_avg_sq"]), steps.append(st["step"])
             if params:
