@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 
-configfile: "config.yaml"
+# The default study is config.yaml. A config given with --configfile stands alone: it is NOT merged
+# into config.yaml (so a paper config never inherits the toy values); a file that wants another as its
+# base says `extends: <file>` (common.smk resolves it). --config key=value still applies on top.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

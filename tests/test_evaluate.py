@@ -182,26 +182,32 @@ def test_invalid_label_loss_pair_is_refused(files, tmp_path):
         E.evaluate(files / "sel.h5", files / "frames.h5", None, tmp_path / "r.json", st)
 
 
-def test_killed_evaluation_resumes_to_the_same_result(files, tmp_path, monkeypatch):
+def test_killed_evaluation_resumes_to_the_same_result(files, tmp_path, kill_after):
     st = settings_for(tiny_config(tmp_path, epochs=4, checkpoint_every=1))
     a = E.evaluate(files / "sel.h5", files / "frames.h5", files / "teacher.pt", tmp_path / "a.json", st,
                    workdir=tmp_path / "wa")
-    real = loop.save_checkpoint
-
-    def save_then_die(state, path):
-        real(state, path)
-        if state["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    kill_after(2)
     with pytest.raises(KeyboardInterrupt):
         E.evaluate(files / "sel.h5", files / "frames.h5", files / "teacher.pt", tmp_path / "b.json", st,
                    workdir=tmp_path / "wb")
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    kill_after(None)
     b = E.evaluate(files / "sel.h5", files / "frames.h5", files / "teacher.pt", tmp_path / "b.json", st,
                    workdir=tmp_path / "wb")
     assert a["curve"] == b["curve"] and a["late"] == b["late"]
     assert not (tmp_path / "wb" / "last.pt").exists()
+
+
+def test_nan_clip_stops_the_evaluation_before_any_result(files, tmp_path):
+    from vdc.errors import NonFiniteError
+
+    cs = CondensedSet.read(files / "dist.h5")
+    cs.clips = cs.clips.astype(np.float32)
+    cs.clips[0, 0, 0, 0, 0] = np.nan
+    cs.write(tmp_path / "nan.h5")
+    st = settings_for(tiny_config(tmp_path), "hard", "ce")
+    with pytest.raises(NonFiniteError, match="nan.h5"):
+        E.evaluate(tmp_path / "nan.h5", files / "frames.h5", None, tmp_path / "r.json", st)
+    assert not (tmp_path / "r.json").exists()
 
 
 # ----------------------------------------------------------------------------- the "full" pseudo-method

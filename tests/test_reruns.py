@@ -27,28 +27,28 @@ configfile: "config.yaml"
 include: {common!r}
 
 rule all:
-    input: [eval_file(d, m, 1, 0, "minic3d", "multisl") for d in STUDY["datasets"] for m in STUDY["methods"]]
+    input: [eval_path(config, d, m, 1, 0, "minic3d", "multisl") for d in STUDY["datasets"] for m in STUDY["methods"]]
 
 rule extract:
-    output: pattern("frames")
+    output: path("frames")
     params: code=code_for("extract")
     shell: "touch {{output}}"
 
 rule teacher:
-    input: lambda wc: frames_file(wc.dataset)
-    output: pattern("teacher")
+    input: lambda wc: path("frames", dataset=wc.dataset)
+    output: path("teacher")
     params: code=code_for("teacher")
     shell: "touch {{output}}"
 
 rule condense:
-    input: unpack(method_needs), frames=lambda wc: frames_file(wc.dataset)
-    output: pattern("condensed")
+    input: unpack(method_needs), frames=lambda wc: path("frames", dataset=wc.dataset)
+    output: path("condensed")
     params: code=code_for("condense")
     shell: "touch {{output}}"
 
 rule evaluate:
-    input: lambda wc: condensed_file(wc.dataset, wc.method, wc.ipc, wc.seed, wc.temporal)
-    output: pattern("eval")
+    input: path("condensed")
+    output: path("eval")
     params: code=code_for("evaluate")
     shell: "touch {{output}}"
 """

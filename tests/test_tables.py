@@ -13,8 +13,9 @@ from vdc.tables import Study, build_tables
 from vdc.utils import write_json
 
 
-def study_config(accuracy="final"):
+def study_config(accuracy="final", results="results"):
     return validate_config({
+        "results": str(results),
         "study": {"datasets": ["toy"], "methods": ["random", "rded"], "ipc": [1, 5], "seeds": [0, 1],
                   "labels": ["hard", "soft", "multisl"], "cross_arch": ["minic3d", "i3d_r18"],
                   "edc_networks": ["edc_one", "edc_two"]},
@@ -35,8 +36,8 @@ def accuracy(method, ipc, seed, arch, labels):
 @pytest.fixture()
 def runs(tmp_path):
     """Every run the study asks for, except random/soft/IPC 5/seed 1 and everything of edc_two."""
-    cfg = study_config()
-    study = Study(cfg, tmp_path / "results" / "eval")
+    cfg = study_config(results=tmp_path / "results")
+    study = Study(cfg)
     cond = tmp_path / "edc_one.h5"
     CondensedSet(np.zeros((2, 16, 4, 4, 3), np.float16), [0, 1],
                  attrs={"settings": {"base": "edc", "networks": ["minic3d", "slowonly_r18"]}}).write(cond)
@@ -73,7 +74,7 @@ def read_md(path):
 def test_tables_from_synthetic_runs(runs):
     tmp, cfg = runs
     out = tmp / "tables"
-    written = build_tables(cfg, tmp / "results" / "eval", [tmp / "teacher.json"], {"toy": str(tmp / "toy.h5")}, out)
+    written = build_tables(cfg, [tmp / "teacher.json"], {"toy": str(tmp / "toy.h5")}, out)
     assert written[0] == out / "table8.md"
     assert {p.name for p in written} >= {"table7.md", "table8.csv", "table9.md", "table11.csv", "figure4.png"}
 
@@ -114,8 +115,8 @@ def test_tables_from_synthetic_runs(runs):
 
 def test_best_late_and_command_line(runs, capsys):
     tmp, _ = runs
-    cfg = study_config("best_late")
-    assert vdc_main(["tables", "--evals-root", str(tmp / "results" / "eval"), "--teachers", str(tmp / "teacher.json"),
+    cfg = study_config("best_late", results=tmp / "results")
+    assert vdc_main(["tables", "--teachers", str(tmp / "teacher.json"),
                      "--frames", f"toy={tmp / 'toy.h5'}", "--out", str(tmp / "late"),
                      "--settings", json.dumps(cfg)]) == 0
     printed = capsys.readouterr().out
@@ -124,9 +125,9 @@ def test_best_late_and_command_line(runs, capsys):
 
 
 def test_no_runs_at_all_is_said_not_invented(tmp_path):
-    cfg = study_config()
+    cfg = study_config(results=tmp_path / "results")
     cfg["study"]["edc_networks"] = []
-    written = build_tables(cfg, tmp_path / "eval", [], {}, tmp_path / "t")
+    written = build_tables(cfg, [], {}, tmp_path / "t")
     assert not (tmp_path / "t" / "table7.md").exists() and len(written) == 2 * 3 + 2
     t8 = read_md(tmp_path / "t" / "table8.md")
     assert t8["Random"] == ["— (2/2 seeds missing)"] * 2

@@ -1,43 +1,19 @@
 """Teacher stage: the lr schedule, a tiny CPU run, its outputs, load_teacher, and exact resume after a kill."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from vdc.config import stage_settings, validate_config
-from vdc.data.frames import write_frames
-from vdc.train import loop
-from vdc.train.teacher import load_teacher, lr_factor, train_teacher
-
-torch.set_num_threads(1)
+from vdc.config import stage_settings
+from vdc.errors import InputError
+from vdc.formats.teacher import load_teacher
+from vdc.train.teacher import lr_factor, train_teacher
 
 
-def tiny_config(tmp_path, **teacher_over):
-    cfg = {
-        "device": "cpu", "workdir": str(tmp_path / "work"),
-        "study": {"datasets": ["tiny"], "methods": ["random"]},
-        "datasets": {"tiny": {"format": "list", "video_root": "v", "annotations": "a", "storage_size": [52, 56],
-                              "input_size": 48}},
-        "models": {"minic3d": {"width": 0.125}},
-        "teacher": {"epochs": 3, "batch": 4, "warmup_epochs": 1, "milestones": [2], "eval_every": 2, "threads": 1,
-                    **teacher_over},
-        "methods": {"random": {}},
-    }
-    return validate_config(cfg)
-
-
-def tiny_frames(path, classes=3, train_per_class=3, test_per_class=2, seed=0):
-    """Noise videos of 10..30 frames at 52x56 whose mean brightness encodes the class."""
-    rng = np.random.default_rng(seed)
-    videos, labels, splits = [], [], []
-    for split, per in ((0, train_per_class), (1, test_per_class)):
-        for c in range(classes):
-            for _ in range(per):
-                v = rng.integers(0, 60, (int(rng.integers(10, 31)), 52, 56, 3)).astype(np.uint8) + np.uint8(60 * c)
-                videos.append(v), labels.append(c), splits.append(split)
-    write_frames(path, videos, labels, splits, [f"class{c}" for c in range(classes)])
-    return path
+def teacher_settings(tiny_config, tmp_path, **teacher):
+    cfg = tiny_config(teacher={"epochs": 3, "batch": 4, "warmup_epochs": 1, "milestones": [2], "eval_every": 2,
+                               **teacher})
+    return stage_settings(cfg, "teacher", "tiny", arch="minic3d")
 
 
 def test_lr_factor_warmup_and_steps():
@@ -50,10 +26,9 @@ def test_lr_factor_warmup_and_steps():
     assert lr_factor(149 * 100, 100, cfg) == pytest.approx(0.01)
 
 
-def test_teacher_outputs_and_load(tmp_path):
-    frames = tiny_frames(tmp_path / "f.h5")
-    settings = stage_settings(tiny_config(tmp_path), "teacher", "tiny", arch="minic3d")
-    m = train_teacher(frames, tmp_path / "t.pt", tmp_path / "t.json", settings)
+def test_teacher_outputs_and_load(tmp_path, tiny_config, frames_file):
+    settings = teacher_settings(tiny_config, tmp_path)
+    m = train_teacher(frames_file, tmp_path / "t.pt", tmp_path / "t.json", settings)
     js = json.loads((tmp_path / "t.json").read_text())
     for key in ("top1", "top5", "curve", "wall_time_s", "device", "settings", "arch", "dataset"):
         assert key in js
@@ -69,29 +44,18 @@ def test_teacher_outputs_and_load(tmp_path):
     net = load_teacher(tmp_path / "t.pt", "cpu")
     assert not net.training
     assert net(torch.zeros(2, 3, 8, 48, 48)).shape == (2, 3)
-    assert not (tmp_path / "work" / "teacher" / "tiny-minic3d" / "last.pt").exists()  # removed when done
+    assert not list((tmp_path / "work").rglob("*.pt"))  # the checkpoint is removed when done
 
 
-def test_killed_teacher_resumes_to_identical_weights(tmp_path, monkeypatch):
-    frames = tiny_frames(tmp_path / "f.h5")
-    settings = stage_settings(tiny_config(tmp_path, epochs=3, milestones=[2]), "teacher", "tiny", arch="minic3d")
-    train_teacher(frames, tmp_path / "a.pt", tmp_path / "a.json", settings, workdir=tmp_path / "wa")
-
-    real_save = loop.save_checkpoint
-    saved = []
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        saved.append(state["epoch"])
-        if state["epoch"] == 2:
-            raise KeyboardInterrupt("killed after epoch 2")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+def test_killed_teacher_resumes_to_identical_weights(tmp_path, tiny_config, frames_file, kill_after):
+    settings = teacher_settings(tiny_config, tmp_path)
+    train_teacher(frames_file, tmp_path / "a.pt", tmp_path / "a.json", settings, workdir=tmp_path / "wa")
+    kill_after(2)
     with pytest.raises(KeyboardInterrupt):
-        train_teacher(frames, tmp_path / "b.pt", tmp_path / "b.json", settings, workdir=tmp_path / "wb")
+        train_teacher(frames_file, tmp_path / "b.pt", tmp_path / "b.json", settings, workdir=tmp_path / "wb")
     assert not (tmp_path / "b.pt").exists() and (tmp_path / "wb" / "last.pt").exists()
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
-    train_teacher(frames, tmp_path / "b.pt", tmp_path / "b.json", settings, workdir=tmp_path / "wb")
+    kill_after(None)
+    train_teacher(frames_file, tmp_path / "b.pt", tmp_path / "b.json", settings, workdir=tmp_path / "wb")
 
     a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
@@ -102,11 +66,19 @@ def test_killed_teacher_resumes_to_identical_weights(tmp_path, monkeypatch):
     assert ja["curve"] == jb["curve"]
 
 
-def test_checkpoint_of_other_settings_is_ignored(tmp_path):
-    frames = tiny_frames(tmp_path / "f.h5")
-    settings = stage_settings(tiny_config(tmp_path, epochs=1), "teacher", "tiny", arch="minic3d")
-    wd = tmp_path / "w"
-    wd.mkdir()
-    loop.save_checkpoint({"fingerprint": "someone-else", "epoch": 99}, wd / "last.pt")
-    m = train_teacher(frames, tmp_path / "t.pt", tmp_path / "t.json", settings, workdir=wd)
-    assert [r["epoch"] for r in m["curve"]] == [0]
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path, tiny_config, frames_file, kill_after):
+    settings = teacher_settings(tiny_config, tmp_path)
+    kill_after(1)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(frames_file, tmp_path / "t.pt", tmp_path / "t.json", settings, workdir=tmp_path / "w")
+    kill_after(None)
+    other = teacher_settings(tiny_config, tmp_path, lr=0.01)
+    m = train_teacher(frames_file, tmp_path / "t.pt", tmp_path / "t.json", other, workdir=tmp_path / "w")
+    assert [r["epoch"] for r in m["curve"]] == [0, 1, 2]      # started over, not resumed at epoch 1
+
+
+def test_empty_test_split_is_an_error(tmp_path, tiny_config, make_frames):
+    frames = make_frames(tmp_path / "f.h5", test_per_class=0)
+    with pytest.raises(InputError, match="test split is empty"):
+        train_teacher(frames, tmp_path / "t.pt", tmp_path / "t.json", teacher_settings(tiny_config, tmp_path))
+    assert not (tmp_path / "t.pt").exists()

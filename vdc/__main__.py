@@ -30,14 +30,24 @@ def main(argv: list[str] | None = None) -> int:
     top.add_argument("stage", choices=list(STAGES), metavar="stage", help="one of the stages below")
     top.add_argument("args", nargs=argparse.REMAINDER, help="the stage's own arguments (see: <stage> --help)")
     ns = top.parse_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     module = importlib.import_module(STAGES[ns.stage][0])
-    parser = argparse.ArgumentParser(prog=f"python -m vdc {ns.stage}", description=STAGES[ns.stage][1])
+    parser = argparse.ArgumentParser(prog=f"python -m vdc {ns.stage}", description=STAGES[ns.stage][1],
+                                     epilog="--debug (or VDC_DEBUG=1) shows the traceback of a user error")
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
+    from vdc.errors import UserError, debug_enabled
     from vdc.utils import setup_logging
 
     setup_logging()
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except UserError as exc:
+        if debug or debug_enabled():
+            raise
+        print(f"vdc {ns.stage}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

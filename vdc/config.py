@@ -18,12 +18,9 @@ from typing import Any
 
 import yaml
 
+from vdc.errors import ConfigError  # re-exported: vdc.config.ConfigError
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the file, the key and the fix."""
-
 
 # --------------------------------------------------------------------------------------------
 # Declared outputs of every stage (format with results=..., plus the wildcards).
@@ -42,7 +39,24 @@ PATHS = {
 
 
 def path(kind: str, **fields: Any) -> str:
+    """The declared output of ``kind`` (a key of PATHS) with its fields filled in."""
     return PATHS[kind].format(**fields)
+
+
+def eval_path(cfg: dict, dataset: str, method: str, ipc: int, seed: int, arch: str, labels: str,
+              loss: str | None = None, cutmix: bool | None = None, temporal: str | None = None) -> str:
+    """Where the evaluation of one run lives — the one function the workflow's targets and the tables
+    both use. Unset parts take the study's values: loss ``ce`` for hard labels, else ``evaluate.loss``;
+    CutMix ``evaluate.cutmix``; the method's temporal setting."""
+    ev = cfg["evaluate"]
+    if loss is None:
+        loss = "ce" if labels == "hard" else ev["loss"]
+    if cutmix is None:
+        cutmix = ev["cutmix"]
+    if temporal is None:
+        temporal = method_settings(cfg, dataset, method, int(ipc))["temporal"]
+    return path("eval", results=cfg["results"], dataset=dataset, method=method, ipc=ipc, temporal=temporal,
+                seed=seed, arch=arch, labels=labels, loss=loss, cutmix="cutmix" if cutmix else "nocutmix")
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,16 +116,45 @@ def _check_references(cfg: dict, source: str) -> None:
                               f"(defined: {', '.join(cfg['methods'])}).")
 
 
-def load_config(path: str | Path) -> dict:
+def read_config_file(path: str | Path, _chain: tuple = ()) -> dict:
+    """One config file as a plain dict, its ``extends:`` chain resolved: ``extends: <file>`` (relative to
+    this file) names a config this one is merged over, key by key. A file without ``extends`` stands
+    alone — which is what every paper config does. YAML errors name the file and line."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"{path}: no such config file.")
     with open(path) as fh:
         try:
             cfg = yaml.safe_load(fh) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return validate_config(cfg, str(path))
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}: not valid YAML ({what}); fix the indentation or brackets there.") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys (study:, datasets:, ...), "
+                          f"not a {type(cfg).__name__}.")
+    parent = cfg.pop("extends", None)
+    if parent is None:
+        return cfg
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be the path of another config file, got {parent!r}.")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in _chain:
+        raise ConfigError(f"{path}: extends {parent} makes a loop ({' -> '.join(map(str, _chain))}).")
+    return deep_merge(read_config_file(parent_path, _chain + (path.resolve(),)), cfg)
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
+    """The validated configuration of one or more config files (later files merged over earlier ones,
+    then ``overrides``) — what ``snakemake --configfile A B --config k=v`` runs."""
+    if not paths:
+        raise ConfigError("no config file given.")
+    cfg: dict = {}
+    for p in paths:
+        cfg = deep_merge(cfg, read_config_file(p))
+    cfg = deep_merge(cfg, overrides or {})
+    return validate_config(cfg, " + ".join(str(p) for p in paths))
 
 
 # --------------------------------------------------------------------------------------------

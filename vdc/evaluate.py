@@ -36,8 +36,12 @@ round((e + 1) * E / 300) - 1 (E = 30: 20, 21, ..., 29), duplicates dropped; ``la
 ``best_late`` is the late epoch with the highest accuracy in the dataset's metric (top1 or top5;
 the earliest on ties) - the reference's model selection on the test split, kept for comparison only.
 
-Resumable: every ``checkpoint_every`` epochs ``<workdir>/evaluate/<job id>/last.pt`` (model, optimiser,
-scheduler, RNG states, curve, late results); the job id is a hash of the settings and the input files.
+Resumable (vdc/resume.py): every ``checkpoint_every`` epochs ``<workdir>/evaluate/<job>/last.pt``
+(model, optimiser, RNG states, curve, late results), tied to the settings, the contents of the
+condensed set, frames and labeler files, and the code; removed when the JSON is written.
+
+Refused inputs (an error, no JSON): an empty test split, a condensed set with non-finite clips or
+label logits, a non-finite loss during training.
 
 Output JSON (docs/design.md): dataset, method, ipc, temporal, seed, arch, labels, loss, cutmix
 ("cutmix" / "nocutmix", as in the file name), top1, top5, best_late {top1, top5, epoch},
@@ -61,7 +65,12 @@ from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.condensed import CondensedSet
 from vdc.data import clips as C
 from vdc.data.frames import Frames, load_bank
+from vdc.errors import ConfigError, InputError, NonFiniteError, check_finite
+from vdc.fingerprint import job_code
+from vdc.formats.teacher import load_teacher
 from vdc.models import create_model
+from vdc.progress import Progress
+from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
 from vdc.train import loop
 from vdc.utils import get_device, seed_everything, set_threads, write_json
 
@@ -211,64 +220,83 @@ def soft_targets(labeler: nn.Module, data: CondensedClips, batch: int) -> torch.
 
 # ----------------------------------------------------------------------------- the stage
 
+def labels_for(labels_kind: str, cset: CondensedSet, data: CondensedClips, labeler_path, ev: dict, num_classes: int,
+               device):
+    """(labeler network for Multi-SL or None, fixed soft targets [N, K] or None, where soft targets came
+    from: "label_logits" / "labeler" / None)."""
+    if labels_kind == "soft" and cset.label_logits is not None:
+        return None, torch.as_tensor(cset.label_logits, dtype=torch.float32, device=device), "label_logits"
+    if labels_kind == "hard":
+        return None, None, None
+    if labeler_path is None:
+        raise ConfigError(f"labels '{labels_kind}' need a trained labeler (--labeler teacher .pt)")
+    labeler = load_teacher(labeler_path, device, num_classes=num_classes)
+    if labels_kind == "multisl":
+        return labeler, None, None
+    soft = soft_targets(labeler, data, ev["test_batch"])
+    check_finite(soft, "the labeler's soft targets", str(labeler_path))
+    return None, soft, "labeler"
+
+
 def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict, workdir=None) -> dict:
     """Run the protocol for one (condensed set, student arch, labels, loss, CutMix, seed); write the JSON."""
     ev, ds, arch, seed = settings["evaluate"], settings["dataset"], settings["arch"], int(settings["seed"])
     labels_kind, loss_kind = ev["labels"], ev["loss"]
     if loss_kind not in VALID_LOSSES[labels_kind]:
-        raise ValueError(f"labels '{labels_kind}' cannot be trained with loss '{loss_kind}' "
-                         f"(use {' or '.join(sorted(VALID_LOSSES[labels_kind]))})")
-    set_threads(ev.get("threads"))
+        raise ConfigError(f"labels '{labels_kind}' cannot be trained with loss '{loss_kind}' "
+                          f"(use {' or '.join(sorted(VALID_LOSSES[labels_kind]))})")
+    set_threads(ev["threads"])
     device = get_device(settings["device"])
     seed_everything(seed, settings["deterministic"])
     t0 = time.time()
 
+    # inputs: the condensed set (checked), the student, the test clips
     cset = CondensedSet.read(condensed_path)
+    check_finite(cset.clips, "clips", str(condensed_path))
+    if cset.label_logits is not None:
+        check_finite(cset.label_logits, "label logits", str(condensed_path))
     frames = Frames(frames_path)
     num_classes = frames.num_classes
     if int(cset.attrs.get("num_classes", num_classes)) != num_classes:
-        raise ValueError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
+        raise InputError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
                          f"{num_classes}; condense it from this frames file")
     student = create_model(arch, num_classes, **settings["model"]).to(device)  # first draw after the seed
     data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device)
     test = loop.TestClips(load_bank(frames, "test", device), ds)
+    if len(test) == 0:
+        raise InputError(f"{frames_path}: the test split is empty, so no accuracy can be measured; check the "
+                         f"dataset's test annotations and rerun extract")
+
+    # schedule: batch = base_batch x IPC, so the iterations per epoch stay fixed across IPCs
     ipc = int(cset.attrs.get("ipc", max(1, round(len(data) / num_classes))))
     batch = int(ds["base_batch"]) * ipc
     iters = math.ceil(len(data) / batch)
     epochs = ev["epochs"]
-    late = late_epochs(epochs, ev.get("late_epochs"))
+    late = late_epochs(epochs, ev["late_epochs"])
 
-    labeler, soft, soft_source = None, None, None
-    if labels_kind == "soft" and cset.label_logits is not None:
-        soft, soft_source = torch.as_tensor(cset.label_logits, dtype=torch.float32, device=device), "label_logits"
-    elif labels_kind in ("soft", "multisl"):
-        if labeler_path is None:
-            raise ValueError(f"labels '{labels_kind}' need a trained labeler (--labeler teacher .pt)")
-        from vdc.train.teacher import load_teacher
-
-        labeler = load_teacher(labeler_path, device)
-        if labels_kind == "soft":
-            soft, soft_source, labeler = soft_targets(labeler, data, ev["test_batch"]), "labeler", None
-
+    labeler, soft, soft_source = labels_for(labels_kind, cset, data, labeler_path, ev, num_classes, device)
     opt = loop.AdamW(loop.decay_groups(student, ev["weight_decay"]), lr=ev["lr"], betas=tuple(ev["betas"]))
     protocol = Protocol(student, opt, data, ev, labeler, soft)
     gen = torch.Generator().manual_seed(seed)
 
-    inputs = [loop.file_id(p) for p in (condensed_path, frames_path, labeler_path) if p is not None]
-    fp = loop.fingerprint(settings, inputs, str(Path(out_path).resolve()))
-    ckpt_path = Path(workdir or Path(settings["workdir"]) / "evaluate" / fp) / "last.pt"
+    # resume
+    inputs = {"condensed": condensed_path, "frames": frames_path, "labeler": labeler_path}
+    ckpt = Checkpoint(Path(workdir or job_dir(settings["workdir"], "evaluate", out_path)) / "last.pt",
+                      job_identity(settings, inputs, job_code("evaluate", settings)), log)
     curve, tests, start_epoch, elapsed = [], [], 0, 0.0
-    state = loop.load_checkpoint(ckpt_path, fp)
+    state = ckpt.load()
     if state is not None:
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        loop.set_rng_state(state["rng"], gen)
+        set_rng_state(state["rng"], gen)
         curve, tests, start_epoch, elapsed = state["curve"], state["tests"], state["epoch"], state["elapsed"]
-        log.info("resuming from epoch %d (%s)", start_epoch, ckpt_path)
+        log.info("resuming from epoch %d (%s)", start_epoch, ckpt.path)
 
-    log.info("evaluate %s on %s (%d clips, IPC %d, %s/%s/%s): batch %d, %d iterations/epoch, %d epochs, device %s",
-             arch, condensed_path, len(data), ipc, labels_kind, loss_kind, "cutmix" if ev["cutmix"] else "nocutmix",
-             batch, iters, epochs, device)
+    # train the student, testing at the late epochs
+    job = f"evaluate {arch} {labels_kind}/{loss_kind} on {condensed_path}"
+    log.info("%s (%d clips, IPC %d, %s): batch %d, %d iterations/epoch, %d epochs, device %s", job, len(data), ipc,
+             "cutmix" if ev["cutmix"] else "nocutmix", batch, iters, epochs, device)
+    progress = Progress(epochs, f"evaluate {arch} {labels_kind}", log, unit="epoch", initial=start_epoch)
     student.train()
     for epoch in range(start_epoch, epochs):
         lr = ev["lr"] * schedule_factor(epoch, epochs)  # the quarter-cosine schedule, per epoch
@@ -279,20 +307,25 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         for i in range(0, len(data), batch):
             idx = perm[i:i + batch]
             loss_sum += protocol.step(idx, gen) * len(idx)
-        curve.append({"epoch": epoch, "loss": float(loss_sum) / len(data), "lr": lr})
+        row = {"epoch": epoch, "loss": float(loss_sum) / len(data), "lr": lr}
+        if not math.isfinite(row["loss"]):
+            raise NonFiniteError(f"{job}: the training loss became {row['loss']} at epoch {epoch + 1}; no result "
+                                 f"was written (check the condensed set and the evaluate.lr setting)")
+        curve.append(row)
+        metrics = {"loss": row["loss"]}
         if epoch in late:
             acc = loop.test_accuracy(student, test, ev["test_batch"])
             tests.append({"epoch": epoch, "top1": acc["top1"], "top5": acc["top5"]})
-            log.info("epoch %d/%d loss %.4f test top1 %.2f top5 %.2f", epoch + 1, epochs, curve[-1]["loss"],
-                     acc["top1"], acc["top5"])
+            metrics.update(top1=acc["top1"], top5=acc["top5"])
+        progress.update(milestone=epoch in late, **metrics)
         if (epoch + 1) % ev["checkpoint_every"] == 0 and epoch + 1 < epochs:
-            loop.save_checkpoint({"fingerprint": fp, "epoch": epoch + 1, "model": student.state_dict(),
-                                  "optimizer": opt.state_dict(),
-                                  "rng": loop.rng_state(gen), "curve": curve, "tests": tests,
-                                  "elapsed": elapsed + time.time() - t0}, ckpt_path)
+            ckpt.save({"epoch": epoch + 1, "model": student.state_dict(), "optimizer": opt.state_dict(),
+                       "rng": rng_state(gen), "curve": curve, "tests": tests, "elapsed": elapsed + time.time() - t0})
+    progress.close()
 
+    # the result
     final = tests[-1]
-    metric = ds.get("metric", "top1")
+    metric = ds["metric"]
     best = max(tests, key=lambda r: (r[metric], -r["epoch"]))
     a = cset.attrs
     temporal = f"tc{data.t_c}-{data.sampling}-{data.interpolation}"
@@ -306,7 +339,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         "settings": settings, "condensed_file": str(condensed_path), "vdc_version": __version__,
     }
     write_json(out_path, result)
-    loop.remove_checkpoint(ckpt_path)
+    ckpt.remove()
     log.info("%s: final top1 %.2f top5 %.2f, best late %s %.2f (epoch %d), %.1f s", out_path, result["top1"],
              result["top5"], metric, best[metric], best["epoch"], result["wall_time_s"])
     return result

@@ -145,14 +145,12 @@ def _model_modules():
 STAGES_WITH_NETWORKS = {"teacher", "experts", "stats", "condense", "evaluate"}
 
 
-def stage_code_roots(config, stage, wc):
-    """The modules a job of `stage` with wildcards `wc` runs: the stage module, the networks it
-    builds and, for condense, the method's module."""
+def job_code_roots(stage, settings):
+    """The modules one job of `stage` with `settings` (vdc.config.stage_settings) runs: the stage
+    module, the networks it builds and, for condense, the method's module."""
     roots = {STAGES[stage][0]}
     if stage not in STAGES_WITH_NETWORKS:
         return tuple(roots)
-    wc = dict(wc)
-    settings = stage_settings(config, stage, wc.pop("dataset"), **wc)
     archs = {settings.get("arch"), settings.get("labeler_arch"), *settings.get("models", {})}
     if stage == "condense":
         method = settings["settings"]
@@ -162,3 +160,17 @@ def stage_code_roots(config, stage, wc):
     models = _model_modules()
     roots.update(models[a] for a in archs if a in models)
     return tuple(sorted(roots))
+
+
+def stage_code_roots(config, stage, wc):
+    """job_code_roots for the job of `stage` with wildcards `wc` under `config` (common.smk's code_for)."""
+    wc = dict(wc)
+    if stage not in STAGES_WITH_NETWORKS:
+        return (STAGES[stage][0],)
+    return job_code_roots(stage, stage_settings(config, stage, wc.pop("dataset"), **wc))
+
+
+def job_code(stage, settings):
+    """The code fingerprint of one job, computed by the job itself: equal to the `params.code` its
+    Snakemake rule passes (resumable checkpoints are tied to it, vdc/resume.py)."""
+    return code_version(*job_code_roots(stage, settings))

@@ -1,13 +1,13 @@
 """The ``tables`` stage: the paper's Tables 7, 8, 9, 11 and Figure 4 from the evaluation JSONs.
 
-    python -m vdc tables --evals-root results/eval --teachers results/teachers/toy/minic3d.json \\
+    python -m vdc tables --teachers results/teachers/toy/minic3d.json \\
         --frames toy=results/frames/toy.h5 --out results/tables --config config.yaml
 
 Which runs a cell averages is fixed by the study configuration exactly as Snakemake's
 ``study_evals()`` requests them: dataset, method, IPC, the method's temporal setting, every seed of
 ``study.seeds``, the evaluation network, the label type, the configured loss (``ce`` for hard labels)
-and CutMix switch. The JSON of each run is looked up at its declared path under ``--evals-root``
-(``<results>/eval``; layout in ``vdc.config.PATHS["eval"]``).
+and CutMix switch. The JSON of each run is looked up at its declared path
+(``vdc.config.eval_path``, the function the workflow's targets use; layout in ``PATHS["eval"]``).
 
 Cells show ``mean ± std (n=runs)`` of the accuracy over seeds (sample std, n > 1). The accuracy is
 ``tables.accuracy``: ``final`` (final-epoch test accuracy, vdc's main number) or ``best_late`` (best of
@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 
 from vdc.cli import add_settings_arguments
-from vdc.config import PATHS, ConfigError, load_config, method_settings, parse_temporal, validate_config
+from vdc.config import ConfigError, eval_path, load_config, method_settings, parse_temporal, validate_config
 from vdc.utils import atomic_path, read_json
 
 log = logging.getLogger("vdc.tables")
@@ -53,7 +53,6 @@ PAPER_ROWS = [("random", "Random"), ("herding", "Herding"), ("rded", "RDED"), (N
 ARCH_NAMES = {"minic3d": "MiniC3D", "minic3d_in": "MiniC3D-IN", "r2plus1d_r18": "R(2+1)D", "i3d_r18": "I3D",
               "slowonly_r18": "SlowOnly"}
 TABLE7_ARCHS = ["minic3d", "r2plus1d_r18", "i3d_r18", "slowonly_r18"]
-EVAL_REL = PATHS["eval"].removeprefix("{results}/eval/")
 DASH = "—"
 
 
@@ -127,8 +126,8 @@ def _num(x: float) -> str:
 class Study:
     """The study configuration plus the evaluation JSONs on disk: answers 'what does this cell show'."""
 
-    def __init__(self, cfg: dict, evals_root: str | Path):
-        self.cfg, self.root = cfg, Path(evals_root)
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
         self.s = cfg["study"]
         self.accuracy = cfg["tables"]["accuracy"]
 
@@ -139,12 +138,8 @@ class Study:
         return method_settings(self.cfg, ds, method, ipc)["temporal"]
 
     def eval_path(self, ds: str, method: str, ipc: int, seed: int, arch: str, labels: str) -> Path:
-        """Where the evaluate stage writes this run (mirrors common.smk's eval_file)."""
-        ev = self.cfg["evaluate"]
-        loss = ev["loss"] if labels != "hard" else "ce"
-        cutmix = "cutmix" if ev["cutmix"] else "nocutmix"
-        return self.root / EVAL_REL.format(dataset=ds, method=method, ipc=ipc, temporal=self.temporal(ds, method, ipc),
-                                           seed=seed, arch=arch, labels=labels, loss=loss, cutmix=cutmix)
+        """Where the evaluate stage writes this run (vdc.config.eval_path, as the workflow's targets)."""
+        return Path(eval_path(self.cfg, ds, method, ipc, seed, arch, labels))
 
     def accuracy_of(self, path: Path, ds: str) -> float:
         js = read_json(path)
@@ -350,12 +345,12 @@ def figure4(study: Study, out_dir: Path) -> list[Path]:
     return [png, csv_path]
 
 
-def build_tables(cfg: dict, evals_root: str | Path, teacher_jsons: list[str | Path], frames: dict[str, str],
+def build_tables(cfg: dict, teacher_jsons: list[str | Path], frames: dict[str, str],
                  out_dir: str | Path) -> list[Path]:
     """Write every table and Figure 4 into ``out_dir``; returns the files written (table8.md first)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    study = Study(cfg, evals_root)
+    study = Study(cfg)
     teachers = teacher_accuracy(teacher_jsons, study)
     tables = [label_table(study, teachers, frames, "soft", "table8",
                           "Table 8 — main results (soft labels)", with_ratio=True, with_reported=True),
@@ -373,7 +368,6 @@ def build_tables(cfg: dict, evals_root: str | Path, teacher_jsons: list[str | Pa
 # ------------------------------------------------------------------------------------------ CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--evals-root", required=True, help="folder of the evaluation JSONs (<results>/eval)")
     p.add_argument("--teachers", nargs="*", default=[], help="teacher metrics JSONs (the Full-dataset row)")
     p.add_argument("--frames", nargs="*", default=[], metavar="DATASET=PATH", help="frames files (the ratio row)")
     p.add_argument("--out", required=True, help="output folder")
@@ -394,7 +388,7 @@ def main(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"--frames expects DATASET=PATH, got '{item}'")
         frames[ds] = p
-    written = build_tables(cfg, args.evals_root, args.teachers, frames, args.out)
+    written = build_tables(cfg, args.teachers, frames, args.out)
     for p in written:
         log.info("wrote %s", p)
     print(Path(written[0]).read_text())

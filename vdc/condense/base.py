@@ -71,7 +71,7 @@ class Context:
 
     def teacher(self, arch: str | None = None) -> torch.nn.Module:
         """A trained network (eval mode, on the device); the configured teacher arch by default."""
-        from vdc.train.teacher import load_teacher
+        from vdc.formats.teacher import load_teacher
 
         arch = arch or self.stage["teacher_arch"]
         if arch not in self.teacher_paths:

@@ -212,7 +212,7 @@ def check_matches(stats: EDCStats, net: nn.Module, path: str | Path, atol: float
 def stats_for_teacher(frames_path: str | Path, teacher_path: str | Path, out_path: str | Path, settings: dict,
                       batch: int = 64) -> EDCStats:
     """The stats stage as a function: load the teacher, run the pass, write ``out_path``."""
-    from vdc.train.teacher import load_teacher
+    from vdc.formats.teacher import load_teacher
     from vdc.utils import get_device, seed_everything
 
     seed_everything(0, settings.get("deterministic", True))

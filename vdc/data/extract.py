@@ -40,12 +40,13 @@ import h5py
 import numpy as np
 
 from vdc.data.ingest import VideoRecord, read_manifest
+from vdc.errors import InputError
 from vdc.utils import atomic_path
 
 log = logging.getLogger("vdc.extract")
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(InputError):
     """Too many videos failed to decode (or nothing could be read)."""
 
 

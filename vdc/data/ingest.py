@@ -32,8 +32,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdc.errors import InputError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(InputError):
     """An annotation file is missing or malformed; the message names the file, line and fix."""
 
 

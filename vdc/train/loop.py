@@ -1,22 +1,18 @@
-"""Pieces shared by the training loops (teacher, evaluation students): batches of real clips, the
-test pass, optimiser parameter groups, and resumable checkpoints with their random-number state.
+"""Pieces shared by the training loops (teacher, experts, evaluation students): batches of real clips,
+the test pass, optimiser parameter groups and the AdamW step.
 
 Randomness in a loop comes from two sources only: one explicit CPU ``torch.Generator`` (clip windows,
 crops, flips, shuffling, CutMix) and the global torch RNG (dropout, and anything a module draws).
-Both are saved in every checkpoint, so a resumed run continues exactly as an uninterrupted one.
+Both are saved in every checkpoint (vdc/resume.py), so a resumed run continues exactly as an
+uninterrupted one.
 """
 from __future__ import annotations
-
-import hashlib
-import json
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from vdc.data import clips as C
 from vdc.data.frames import VideoBank
-from vdc.utils import save_torch
 
 
 # ----------------------------------------------------------------------------- data
@@ -138,62 +134,10 @@ class AdamW:
             g["lr"] = lr
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def fingerprint(*parts) -> str:
-    """A short hash of JSON-able parts (settings, input paths): a checkpoint is resumed only by the
-    job that wrote it."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_id(path: str | Path) -> list:
-    """Identity of an input file for a fingerprint: resolved path, size and modification time."""
-    st = Path(path).stat()
-    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
-
+# ----------------------------------------------------------------------------- reporting
 
 def device_name(device: torch.device) -> str:
     """The device as recorded in results, e.g. "cuda (NVIDIA H200)" or "cpu (2 threads)"."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write a resumable checkpoint atomically (a kill mid-write leaves the previous one)."""
-    save_torch(state, path)
-
-
-def remove_checkpoint(path: str | Path) -> None:
-    """Delete a finished job's checkpoint and its folder when that is left empty."""
-    path = Path(path)
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass
-
-
-def load_checkpoint(path: str | Path, expected_fingerprint: str) -> dict | None:
-    """The checkpoint at ``path`` if it exists and was written by the same job, else None."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != expected_fingerprint:
-        return None
-    return state

@@ -15,13 +15,14 @@ Recipe (study.md section 3; every value from ``settings["teacher"]``):
   RandomResizedCrop(area scale 0.08-1, ratio 3/4-4/3) + flip to input_size, same box for every frame;
 * the train split is loaded once into device memory; test = one centre clip x centre crop per video.
 
-Resumable: after every epoch ``<workdir>/teacher/<dataset>-<arch>/last.pt`` holds the model, optimiser,
-scheduler, RNG states, epoch, curve and elapsed time; a rerun of the same job resumes from it and
-ends with exactly the weights of an uninterrupted run (deterministic CPU settings). The checkpoint is
-removed once the outputs are written.
+Resumable (vdc/resume.py): after every epoch ``<workdir>/teacher/<job>/last.pt`` holds the model,
+optimiser, scheduler, RNG states, epoch, curve and elapsed time, tied to the settings, the frames
+file's contents and the code; a rerun of the same job resumes from it and ends with exactly the
+weights of an uninterrupted run (deterministic CPU settings). The checkpoint is removed once the
+outputs are written.
 
 Outputs:
-  ``.pt``   {"arch", "num_classes", "model": {"width", "dropout"}, "state_dict", "settings"}
+  ``.pt``   the teacher file (layout: vdc/formats/teacher.py)
   ``.json`` {"dataset", "arch", "top1", "top5" (percent, final epoch), "curve": [{epoch, loss, lr,
             train_top1[, test_top1, test_top5]}], "wall_time_s", "device", "num_train", "num_test",
             "num_parameters", "settings", "frames_file", "vdc_version"}
@@ -41,9 +42,14 @@ import torch.nn.functional as F
 from vdc import __version__
 from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.data.frames import Frames, load_bank
+from vdc.errors import InputError
+from vdc.fingerprint import job_code
+from vdc.formats.teacher import save_teacher
 from vdc.models import create_model
+from vdc.progress import Progress
+from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
 from vdc.train import loop
-from vdc.utils import get_device, save_torch, seed_everything, set_threads, write_json
+from vdc.utils import get_device, seed_everything, set_threads, write_json
 
 log = logging.getLogger("vdc.teacher")
 
@@ -57,101 +63,97 @@ def lr_factor(it: int, iters_per_epoch: int, cfg: dict) -> float:
     return w * cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
 
 
+def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Generator) -> dict:
+    """One pass over the training videos in a fresh random order; returns the epoch's mean loss and
+    train top-1 (read from the device once, at the end)."""
+    device = train.labels.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    perm = torch.randperm(len(train), generator=gen).to(device)
+    for i in range(0, len(train), cfg["batch"]):
+        videos = perm[i:i + cfg["batch"]]
+        x = loop.train_batch(train, videos, ds, gen, cfg["scale"], cfg["ratio"])
+        y = train.labels[videos]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(videos)
+        correct += (logits.argmax(1) == y).sum()
+    return {"loss": float(loss_sum) / len(train), "train_top1": 100.0 * float(correct) / len(train)}
+
+
 def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=None) -> dict:
     """Train the teacher of ``settings`` on the frames file; write the .pt and the .json; return the metrics."""
     cfg, ds, arch = settings["teacher"], settings["dataset"], settings["arch"]
-    workdir = Path(workdir or Path(settings["workdir"]) / "teacher" / f"{ds['name']}-{arch}")
-    ckpt_path = workdir / "last.pt"
-    set_threads(cfg.get("threads"))
+    set_threads(cfg["threads"])
     device = get_device(settings["device"])
     seed_everything(cfg["seed"], settings["deterministic"])
     t0 = time.time()
 
+    # data: the whole train split on the device, the test clips prepared once
     frames = Frames(frames_path)
     train = load_bank(frames, "train", device)
     test = loop.TestClips(load_bank(frames, "test", device), ds)
-    if len(train) == 0:
-        raise ValueError(f"{frames_path}: the train split is empty; check the dataset's annotations and rerun extract")
+    if len(train) == 0 or len(test) == 0:
+        raise InputError(f"{frames_path}: the {'train' if len(train) == 0 else 'test'} split is empty; check "
+                         f"the dataset's annotations and rerun extract")
     num_classes = frames.num_classes
 
+    # model, optimiser, schedule
     model = create_model(arch, num_classes, **settings["model"]).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     iters = math.ceil(len(train) / cfg["batch"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, iters, cfg))
     gen = torch.Generator().manual_seed(cfg["seed"])
-    curve, start_epoch, elapsed = [], 0, 0.0
 
-    fp = loop.fingerprint(settings, loop.file_id(frames_path))
-    state = loop.load_checkpoint(ckpt_path, fp)
+    # resume
+    ckpt = Checkpoint(Path(workdir or job_dir(settings["workdir"], "teacher", out_path)) / "last.pt",
+                      job_identity(settings, {"frames": frames_path}, job_code("teacher", settings)), log)
+    curve, start_epoch, elapsed = [], 0, 0.0
+    state = ckpt.load()
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        loop.set_rng_state(state["rng"], gen)
+        set_rng_state(state["rng"], gen)
         curve, start_epoch, elapsed = state["curve"], state["epoch"], state["elapsed"]
-        log.info("resuming %s from epoch %d (%s)", arch, start_epoch, ckpt_path)
+        log.info("resuming %s from epoch %d (%s)", arch, start_epoch, ckpt.path)
 
+    # train
     log.info("teacher %s on %s: %d train / %d test videos, %d classes, %d iterations/epoch, device %s",
              arch, ds["name"], len(train), len(test), num_classes, iters, device)
+    progress = Progress(cfg["epochs"], f"teacher {arch}", log, unit="epoch", initial=start_epoch)
     model.train()
     for epoch in range(start_epoch, cfg["epochs"]):
-        lr = opt.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(len(train), generator=gen).to(device)
-        for i in range(0, len(train), cfg["batch"]):
-            videos = perm[i:i + cfg["batch"]]
-            x = loop.train_batch(train, videos, ds, gen, cfg["scale"], cfg["ratio"])
-            y = train.labels[videos]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach() * len(videos)
-            correct += (logits.argmax(1) == y).sum()
-        row = {"epoch": epoch, "loss": float(loss_sum) / len(train), "lr": lr,
-               "train_top1": 100.0 * float(correct) / len(train)}
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+        row.update(train_one_epoch(model, opt, sched, train, ds, cfg, gen))
         if (epoch + 1) % cfg["eval_every"] == 0 or epoch + 1 == cfg["epochs"]:
             acc = loop.test_accuracy(model, test, batch=cfg["batch"] * 2)
             row.update(test_top1=acc["top1"], test_top5=acc["top5"])
         curve.append(row)
-        log.info("epoch %d/%d %s", epoch + 1, cfg["epochs"],
-                 " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-        loop.save_checkpoint({"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(),
-                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                              "rng": loop.rng_state(gen), "curve": curve,
-                              "elapsed": elapsed + time.time() - t0}, ckpt_path)
+        progress.update(milestone=True, **{k: v for k, v in row.items() if k != "epoch"})
+        ckpt.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                   "scheduler": sched.state_dict(), "rng": rng_state(gen), "curve": curve,
+                   "elapsed": elapsed + time.time() - t0})
+    progress.close()
 
+    # outputs
     final = curve[-1]  # the last epoch is always tested
     metrics = {"dataset": ds["name"], "arch": arch, "top1": final["test_top1"], "top5": final["test_top5"],
                "curve": curve, "wall_time_s": elapsed + time.time() - t0, "device": loop.device_name(device),
                "num_train": len(train), "num_test": len(test),
                "num_parameters": sum(p.numel() for p in model.parameters()), "settings": settings,
                "frames_file": str(frames_path), "vdc_version": __version__}
-    save_torch({"arch": arch, "num_classes": num_classes, "model": dict(settings["model"]),
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "settings": settings}, out_path)
+    save_teacher(out_path, arch, num_classes, settings["model"], model, settings)
     write_json(metrics_path, metrics)
-    loop.remove_checkpoint(ckpt_path)
+    ckpt.remove()
     log.info("teacher %s: test top1 %.2f top5 %.2f in %.1f s", arch, metrics["top1"], metrics["top5"],
              metrics["wall_time_s"])
     return metrics
-
-
-def load_teacher(path, device="cpu") -> nn.Module:
-    """The trained network stored at ``path`` (a teacher .pt), on ``device``, in eval mode."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: teacher not found; train it first (snakemake {path})")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = {"arch", "num_classes", "model", "state_dict"} - set(ckpt)
-    if missing:
-        raise ValueError(f"{path}: not a vdc teacher file (missing {', '.join(sorted(missing))}); retrain it")
-    model = create_model(ckpt["arch"], ckpt["num_classes"], **ckpt["model"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

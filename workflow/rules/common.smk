@@ -4,7 +4,6 @@
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from vdc.fingerprint import code_version, stage_code_roots
@@ -13,16 +12,22 @@ from vdc.__main__ import STAGES
 from vdc.config import (
     ConfigError,
     PATHS,
+    eval_path,
+    load_config,
     method_settings,
     section,
-    parse_temporal,
     settings_json,
     stage_settings,
     validate_config,
 )
 
 try:
-    validate_config(config, "config (config.yaml and --config overrides)")
+    if workflow.overwrite_configfiles:  # --configfile A [B ...]: those files alone (+ extends, + --config)
+        _cfg = load_config(*workflow.overwrite_configfiles, overrides=dict(workflow.config_settings.config))
+        config.clear()
+        config.update(_cfg)
+    else:
+        validate_config(config, "config.yaml (+ --config overrides)")
 except ConfigError as _err:
     raise WorkflowError(str(_err)) from None
 
@@ -70,54 +75,22 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------ paths
-def pattern(kind):
-    """The output pattern of a stage with its {wildcards} left in, e.g. pattern("condensed")."""
-    return PATHS[kind].replace("{results}", RESULTS)
+class _KeepMissing(dict):
+    def __missing__(self, key):
+        return f"{{{key}}}"
 
 
-def frames_file(dataset):
-    return PATHS["frames"].format(results=RESULTS, dataset=dataset)
+def path(kind, **fields):
+    """A stage's declared output (vdc.config.PATHS[kind]) under this study's results folder. Fields left
+    out stay as {wildcards}: path("condensed") is the rule's output pattern, path("frames", dataset="toy")
+    a concrete file."""
+    return PATHS[kind].format_map(_KeepMissing(results=RESULTS, **fields))
 
 
-def teacher_file(dataset, arch):
-    return PATHS["teacher"].format(results=RESULTS, dataset=dataset, arch=arch)
-
-
-def teacher_metrics_file(dataset, arch):
-    return PATHS["teacher_metrics"].format(results=RESULTS, dataset=dataset, arch=arch)
-
-
-def experts_file(dataset):
-    return PATHS["experts"].format(results=RESULTS, dataset=dataset)
-
-
-def stats_file(dataset, arch):
-    return PATHS["stats"].format(results=RESULTS, dataset=dataset, arch=arch)
-
-
-def temporal_of(dataset, method, ipc):
-    return method_settings(config, dataset, method, int(ipc))["temporal"]
-
-
-def condensed_file(dataset, method, ipc, seed, temporal=None):
-    temporal = temporal or temporal_of(dataset, method, ipc)
-    return PATHS["condensed"].format(results=RESULTS, dataset=dataset, method=method, ipc=ipc,
-                                     temporal=temporal, seed=seed)
-
-
-def eval_file(dataset, method, ipc, seed, arch, labels, loss=None, cutmix=None, temporal=None):
-    ev = config["evaluate"]
-    if loss is None:
-        loss = ev["loss"] if labels != "hard" else "ce"
-    if cutmix is None:
-        cutmix = "cutmix" if ev["cutmix"] else "nocutmix"
-    temporal = temporal or temporal_of(dataset, method, ipc)
-    return PATHS["eval"].format(results=RESULTS, dataset=dataset, method=method, ipc=ipc, temporal=temporal,
-                                seed=seed, arch=arch, labels=labels, loss=loss, cutmix=cutmix)
-
-
-def tables_dir():
-    return PATHS["tables"].format(results=RESULTS)
+def condensed_of(dataset, method, ipc, seed):
+    """The condensed set of (dataset, method, IPC, seed) at the method's own temporal setting."""
+    temporal = method_settings(config, dataset, method, int(ipc))["temporal"]
+    return path("condensed", dataset=dataset, method=method, ipc=ipc, temporal=temporal, seed=seed)
 
 
 def _wildcard_path(wc):
@@ -167,14 +140,14 @@ def method_needs(wildcards):
     archs = sorted({config["teacher"]["arch"], *ms.get("networks", [])})
     if "teacher" in needs:
         for a in archs:
-            out[f"teacher_{a}"] = teacher_file(wildcards.dataset, a)
+            out[f"teacher_{a}"] = path("teacher", dataset=wildcards.dataset, arch=a)
     if "stats" in needs:
         for a in archs if ms.get("networks") else [config["teacher"]["arch"]]:
-            out[f"stats_{a}"] = stats_file(wildcards.dataset, a)
+            out[f"stats_{a}"] = path("stats", dataset=wildcards.dataset, arch=a)
     if "experts" in needs:
-        out["experts"] = experts_file(wildcards.dataset)
+        out["experts"] = path("experts", dataset=wildcards.dataset)
     if ms.get("init") == "rded":
-        out["init"] = condensed_file(wildcards.dataset, "rded", wildcards.ipc, wildcards.seed)
+        out["init"] = condensed_of(wildcards.dataset, "rded", wildcards.ipc, wildcards.seed)
     return out
 
 
@@ -185,7 +158,7 @@ def study_condensed():
         for m in STUDY["methods"]:
             for ipc in STUDY["ipc"]:
                 for s in STUDY["seeds"]:
-                    out.append(condensed_file(ds, m, ipc, s))
+                    out.append(condensed_of(ds, m, ipc, s))
     return out
 
 
@@ -197,33 +170,33 @@ def study_evals():
             for s in STUDY["seeds"]:
                 for ipc in STUDY["ipc"]:
                     for lab in STUDY["labels"]:
-                        out.append(eval_file(ds, m, ipc, s, STUDY["eval_arch"], lab))
+                        out.append(eval_path(config, ds, m, ipc, s, STUDY["eval_arch"], lab))
                 for arch in STUDY["cross_arch"]:
-                    out.append(eval_file(ds, m, STUDY["cross_arch_ipc"], s, arch, "multisl"))
+                    out.append(eval_path(config, ds, m, STUDY["cross_arch_ipc"], s, arch, "multisl"))
         for m in STUDY.get("edc_networks", []):
             for s in STUDY["seeds"]:
-                out.append(eval_file(ds, m, STUDY["edc_networks_ipc"], s, STUDY["eval_arch"], "multisl"))
+                out.append(eval_path(config, ds, m, STUDY["edc_networks_ipc"], s, STUDY["eval_arch"], "multisl"))
     return sorted(set(out))
 
 
 def full_data_evals():
     """The protocol on all training clips (study.full_data_ipc > 0): one run per dataset."""
     ipc = STUDY["full_data_ipc"]
-    return [eval_file(ds, "full", ipc, STUDY["seeds"][0], STUDY["eval_arch"], "hard")
+    return [eval_path(config, ds, "full", ipc, STUDY["seeds"][0], STUDY["eval_arch"], "hard")
             for ds in STUDY["datasets"]] if ipc else []
 
 
 def study_teachers():
-    return [teacher_metrics_file(ds, config["teacher"]["arch"]) for ds in STUDY["datasets"]]
+    return [path("teacher_metrics", dataset=ds, arch=config["teacher"]["arch"]) for ds in STUDY["datasets"]]
 
 
 def all_targets():
-    return [os.path.join(tables_dir(), "table8.md"), *full_data_evals()]
+    return [os.path.join(path("tables"), "table8.md"), *full_data_evals()]
 
 
 # ------------------------------------------------------------------ inputs and arguments of rules
 def condense_inputs(wildcards):
-    return {"frames": frames_file(wildcards.dataset), **method_needs(wildcards)}
+    return {"frames": path("frames", dataset=wildcards.dataset), **method_needs(wildcards)}
 
 
 def condense_args(wildcards, input):
@@ -244,26 +217,12 @@ def eval_labeler(wildcards):
     if wildcards.labels == "hard":
         return {}
     arch = section(config, wildcards.dataset, "evaluate")["labeler_arch"]
-    return {"labeler": teacher_file(wildcards.dataset, arch)}
-
-
-TABLE_KEYS = ("study", "datasets", "evaluate", "methods", "tables", "teacher")  # what the tables read
-
-
-def tables_settings():
-    return shlex.quote(settings_json({k: config[k] for k in TABLE_KEYS if k in config}))
+    return {"labeler": path("teacher", dataset=wildcards.dataset, arch=arch)}
 
 
 def table_outputs():
     names = ["table8", "table9", "table11"] + (["table7"] if STUDY.get("edc_networks") else [])
-    out = {f"{n}_{ext}": os.path.join(tables_dir(), f"{n}.{ext}") for n in names for ext in ("md", "csv")}
-    out.update(figure4=os.path.join(tables_dir(), "figure4.png"), figure4_csv=os.path.join(tables_dir(), "figure4.csv"))
+    out = {f"{n}_{ext}": os.path.join(path("tables"), f"{n}.{ext}") for n in names for ext in ("md", "csv")}
+    out.update(figure4=os.path.join(path("tables"), "figure4.png"),
+               figure4_csv=os.path.join(path("tables"), "figure4.csv"))
     return out
-
-
-def evals_root():
-    """The folder the evaluation JSONs live under (PATHS["eval"] up to the dataset)."""
-    return os.path.normpath(PATHS["eval"].split("{dataset}")[0].format(results=RESULTS))
-
-
-WORKFLOW_T0 = time.time()  # tables.smk prints table8.md at the end only if this run wrote it

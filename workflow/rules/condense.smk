@@ -7,7 +7,7 @@ rule condense:
     input:
         unpack(condense_inputs),
     output:
-        pattern("condensed"),
+        path("condensed"),
     params:
         code=code_for("condense"),
         settings=settings("condense"),

@@ -41,8 +41,8 @@ rule extract:
     input:
         lambda wc: annotation_files(config["datasets"][wc.dataset]),
     output:
-        frames=pattern("frames"),
-        report=pattern("frames_report"),
+        frames=path("frames"),
+        report=path("frames_report"),
     params:
         code=code_for("extract"),
         settings=settings("extract"),
@@ -60,4 +60,4 @@ rule extract:
 
 rule frames:
     input:
-        [frames_file(ds) for ds in STUDY["datasets"]],
+        [path("frames", dataset=ds) for ds in STUDY["datasets"]],

@@ -5,10 +5,10 @@
 
 rule edc_stats:
     input:
-        frames=lambda wc: frames_file(wc.dataset),
-        teacher=lambda wc: teacher_file(wc.dataset, wc.arch),
+        frames=lambda wc: path("frames", dataset=wc.dataset),
+        teacher=lambda wc: path("teacher", dataset=wc.dataset, arch=wc.arch),
     output:
-        pattern("stats"),
+        path("stats"),
     params:
         code=code_for("stats"),
         settings=settings("stats"),

@@ -5,10 +5,10 @@
 rule evaluate:
     input:
         unpack(eval_labeler),
-        condensed=f"{RESULTS}/condensed/{{dataset}}/{{method}}/ipc{{ipc}}-{{temporal}}-seed{{seed}}.h5",
-        frames=lambda wc: frames_file(wc.dataset),
+        condensed=path("condensed"),
+        frames=lambda wc: path("frames", dataset=wc.dataset),
     output:
-        pattern("eval"),
+        path("eval"),
     params:
         code=code_for("evaluate"),
         settings=settings("evaluate"),

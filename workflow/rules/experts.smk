@@ -4,9 +4,9 @@
 
 rule experts:
     input:
-        frames=lambda wc: frames_file(wc.dataset),
+        frames=lambda wc: path("frames", dataset=wc.dataset),
     output:
-        pattern("experts"),
+        path("experts"),
     params:
         code=code_for("experts"),
         settings=settings("experts"),

@@ -6,10 +6,10 @@
 
 rule teacher:
     input:
-        frames=lambda wc: frames_file(wc.dataset),
+        frames=lambda wc: path("frames", dataset=wc.dataset),
     output:
-        model=pattern("teacher"),
-        metrics=pattern("teacher_metrics"),
+        model=path("teacher"),
+        metrics=path("teacher_metrics"),
     params:
         code=code_for("teacher"),
         settings=settings("teacher"),
