@@ -27,7 +27,10 @@ configfile: "config.yaml"
 include: {common!r}
 
 rule all:
-    input: [eval_path(config, d, m, 1, 0, "minic3d", "multisl") for d in STUDY["datasets"] for m in STUDY["methods"]]
+    input:
+        [eval_path(config, d, m, 1, 0, "minic3d", lab) for d in STUDY["datasets"] for m in STUDY["methods"]
+         for lab in ("hard", "multisl")],
+        [eval_path(config, d, "random", 1, 0, "i3d_r18", lab) for d in STUDY["datasets"] for lab in ("hard", "multisl")],
 
 rule extract:
     output: path("frames")
@@ -47,7 +50,7 @@ rule condense:
     shell: "touch {{output}}"
 
 rule evaluate:
-    input: path("condensed")
+    input: unpack(eval_labeler), condensed=path("condensed")
     output: path("eval")
     params: code=code_for("evaluate")
     shell: "touch {{output}}"
@@ -118,6 +121,38 @@ def test_editing_a_method_reruns_only_that_method_and_its_evaluations(workflow):
     assert {method_of(o) for o in jobs_of(jobs, "evaluate")} == {"rded"}
     assert {r for r, _ in jobs} == {"condense", "evaluate"}   # no extraction, no teacher
     assert planned(root, env) == set()                        # edit reverted: nothing to do
+
+
+def evaluated(jobs: set) -> set[tuple[str, str]]:
+    """(method, "<arch>-<labels>") of the planned evaluations."""
+    return {(method_of(o), o.split("/")[-1].rsplit("-", 2)[0]) for o in jobs_of(jobs, "evaluate")}
+
+
+def test_editing_the_teacher_code_reruns_only_what_reads_a_teacher(workflow):
+    """The teacher's training code reaches Herding/RDED (their observer) and soft/Multi-SL evaluations
+    (their labeler) through the teacher file, never Random's condensed set or a hard-label evaluation."""
+    root, env, pkg = workflow
+    jobs = planned_after_edit(root, env, pkg / "train" / "teacher.py")
+    assert jobs_of(jobs, "teacher")
+    assert {method_of(o) for o in jobs_of(jobs, "condense")} == {"herding", "rded"}
+    assert all(not label.endswith("hard") or m != "random" for m, label in evaluated(jobs))
+    assert ("random", "minic3d-hard") not in evaluated(jobs) and ("random", "i3d_r18-hard") not in evaluated(jobs)
+    assert ("random", "minic3d-multisl") in evaluated(jobs)
+
+
+def test_editing_random_reruns_random_only(workflow):
+    root, env, pkg = workflow
+    jobs = planned_after_edit(root, env, pkg / "condense" / "random.py")
+    assert {method_of(o) for o in jobs_of(jobs, "condense")} == {"random"}
+    assert {m for m, _ in evaluated(jobs)} == {"random"}
+    assert {r for r, _ in jobs} == {"condense", "evaluate"}
+
+
+def test_editing_an_evaluation_network_reruns_only_its_jobs(workflow):
+    root, env, pkg = workflow
+    jobs = planned_after_edit(root, env, pkg / "models" / "i3d.py")
+    assert evaluated(jobs) == {("random", "i3d_r18-hard"), ("random", "i3d_r18-multisl")}
+    assert {r for r, _ in jobs} == {"evaluate"}
 
 
 def test_editing_the_evaluation_protocol_reruns_every_evaluation(workflow):

@@ -223,6 +223,13 @@ def section(cfg: dict, dataset: str, name: str) -> dict:
     return deep_merge(cfg[name], over)
 
 
+def labeler_arch(cfg: dict, dataset: str, student_arch: str) -> str:
+    """The architecture of the teacher that labels an evaluation (soft / Multi-SL): evaluate.labeler_arch,
+    where ``student`` means a teacher of the student's own architecture (the reference's Table 9)."""
+    lab = section(cfg, dataset, "evaluate")["labeler_arch"]
+    return student_arch if lab == "student" else lab
+
+
 def stage_settings(cfg: dict, stage: str, dataset: str, **wc: Any) -> dict:
     """The complete settings dict of one job of ``stage`` (everything but its file paths)."""
     ds = copy.deepcopy(cfg["datasets"][dataset])
@@ -253,9 +260,11 @@ def stage_settings(cfg: dict, stage: str, dataset: str, **wc: Any) -> dict:
         ev = section(cfg, dataset, "evaluate")
         arch = wc["arch"]
         ev.update(labels=wc["labels"], loss=wc["loss"], cutmix=(wc["cutmix"] == "cutmix"))
-        return {**common, "arch": arch, "model": model_settings(cfg, arch), "evaluate": ev,
-                "labeler_arch": ev["labeler_arch"], "labeler_model": model_settings(cfg, ev["labeler_arch"]),
-                "seed": int(wc["seed"])}
+        out = {**common, "arch": arch, "model": model_settings(cfg, arch), "evaluate": ev, "seed": int(wc["seed"])}
+        if wc["labels"] != "hard":  # hard labels read no labeler: its settings must not rerun them
+            lab = labeler_arch(cfg, dataset, arch)
+            out.update(labeler_arch=lab, labeler_model=model_settings(cfg, lab))
+        return out
     raise ConfigError(f"unknown stage '{stage}'")
 
 

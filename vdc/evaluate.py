@@ -30,7 +30,8 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
 * test: every test video once, centre 8-frame window x centre crop (prepared once, ``loop.TestClips``),
   batches of test_batch.
 
-Test accuracy is recorded at the final epoch (the main number) and at the *late epochs*: the
+Test accuracy is recorded at the final epoch (the main number), every ``test_every`` epochs (the JSON's
+``tests``: the learning curve) and at the *late epochs* (``late``): the
 reference's 209, 219, ..., 299 for E = 300; for other E, epoch e (0-based) of the reference maps to
 round((e + 1) * E / 300) - 1 (E = 30: 20, 21, ..., 29), duplicates dropped; ``late_epochs`` overrides.
 ``best_late`` is the late epoch with the highest accuracy in the dataset's metric (top1 or top5;
@@ -313,11 +314,12 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
                                  f"was written (check the condensed set and the evaluate.lr setting)")
         curve.append(row)
         metrics = {"loss": row["loss"]}
-        if epoch in late:
+        tested = epoch in late or (ev["test_every"] and (epoch + 1) % ev["test_every"] == 0)
+        if tested:
             acc = loop.test_accuracy(student, test, ev["test_batch"])
             tests.append({"epoch": epoch, "top1": acc["top1"], "top5": acc["top5"]})
             metrics.update(top1=acc["top1"], top5=acc["top5"])
-        progress.update(milestone=epoch in late, **metrics)
+        progress.update(milestone=tested, **metrics)
         if (epoch + 1) % ev["checkpoint_every"] == 0 and epoch + 1 < epochs:
             ckpt.save({"epoch": epoch + 1, "model": student.state_dict(), "optimizer": opt.state_dict(),
                        "rng": rng_state(gen), "curve": curve, "tests": tests, "elapsed": elapsed + time.time() - t0})
@@ -326,14 +328,16 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     # the result
     final = tests[-1]
     metric = ds["metric"]
-    best = max(tests, key=lambda r: (r[metric], -r["epoch"]))
+    late_tests = [r for r in tests if r["epoch"] in late]
+    best = max(late_tests, key=lambda r: (r[metric], -r["epoch"]))
     a = cset.attrs
     temporal = f"tc{data.t_c}-{data.sampling}-{data.interpolation}"
     result = {
         "dataset": ds["name"], "method": a.get("method", Path(condensed_path).parent.name), "ipc": ipc,
         "temporal": temporal, "seed": seed, "arch": arch, "labels": labels_kind, "loss": loss_kind,
         "cutmix": "cutmix" if ev["cutmix"] else "nocutmix",
-        "top1": final["top1"], "top5": final["top5"], "best_late": dict(best), "late": tests, "curve": curve,
+        "top1": final["top1"], "top5": final["top5"], "best_late": dict(best), "late": late_tests, "tests": tests,
+        "curve": curve,
         "wall_time_s": elapsed + time.time() - t0, "device": loop.device_name(device), "num_clips": len(data),
         "num_test": len(test), "batch": batch, "iters_per_epoch": iters, "soft_source": soft_source,
         "settings": settings, "condensed_file": str(condensed_path), "vdc_version": __version__,

@@ -8,12 +8,15 @@ the classifier; Herding's features) and ``num_features = D``. ``width`` scales e
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Callable
 
 import torch.nn as nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-# name -> module that registers it (imported on first use, so `import vdc.models` stays cheap)
+# THE list of networks: name -> module that registers it (imported on first use, so `import vdc.models`
+# stays cheap). The config schema's `arch` enum and the tables' column names are tested against it;
+# vdc/fingerprint.py reads it from this file's source to follow a job's networks.
 _MODULES = {
     "minic3d": "vdc.models.minic3d",
     "minic3d_in": "vdc.models.minic3d",
@@ -21,10 +24,23 @@ _MODULES = {
     "i3d_r18": "vdc.models.i3d",
     "slowonly_r18": "vdc.models.slowonly",
 }
+# How the paper's tables name them.
+DISPLAY_NAMES = {
+    "minic3d": "MiniC3D",
+    "minic3d_in": "MiniC3D-IN",
+    "r2plus1d_r18": "R(2+1)D",
+    "i3d_r18": "I3D",
+    "slowonly_r18": "SlowOnly",
+}
 
 
 def register_model(name: str):
+    """Decorator registering a model factory ``fn(num_classes, width, dropout)`` under ``name``; a
+    second registration of the same name replaces the first with a warning."""
     def deco(fn):
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            warnings.warn(f"model '{name}' registered twice (by {_REGISTRY[name].__module__} and {fn.__module__}); "
+                          f"the later one is used", stacklevel=2)
         _REGISTRY[name] = fn
         return fn
     return deco
@@ -32,6 +48,10 @@ def register_model(name: str):
 
 def list_models() -> list[str]:
     return sorted(_MODULES)
+
+
+def display_name(name: str) -> str:
+    return DISPLAY_NAMES.get(name, name)
 
 
 def create_model(name: str, num_classes: int, width: float = 1.0, dropout: float = 0.5, **kw) -> nn.Module:

@@ -13,6 +13,7 @@ from vdc.config import (
     ConfigError,
     PATHS,
     eval_path,
+    labeler_arch,
     load_config,
     method_settings,
     section,
@@ -216,7 +217,7 @@ def eval_labeler(wildcards):
     """The labeler teacher of an evaluation (soft and Multi-SL labels only)."""
     if wildcards.labels == "hard":
         return {}
-    arch = section(config, wildcards.dataset, "evaluate")["labeler_arch"]
+    arch = labeler_arch(config, wildcards.dataset, wildcards.arch)
     return {"labeler": path("teacher", dataset=wildcards.dataset, arch=arch)}
 
 
