@@ -15,11 +15,11 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
+include: "workflow/rules/teacher.smk"
 include: "workflow/rules/condense.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/experts.smk"
-include: "workflow/rules/edc.smk"
+include: "workflow/rules/stats.smk"
 include: "workflow/rules/tables.smk"
 
 

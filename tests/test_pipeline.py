@@ -83,5 +83,5 @@ def test_repository_workflow_lints_clean_and_plans_the_default_study():
     res = subprocess.run(SNAKEMAKE + ["-n", "--forceall", "--quiet", "rules"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    for rule in ("toy_dataset", "extract", "teacher", "experts", "edc_stats", "condense", "evaluate", "tables"):
+    for rule in ("toy_dataset", "extract", "teacher", "experts", "stats", "condense", "evaluate", "tables"):
         assert rule in res.stdout, rule

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "scripts" / "slurm_fixture.sh"
 PROFILE = REPO / "profiles" / "slurm"
 TEST_PROFILE = REPO / "tests" / "slurm_profile"
-GPU_RULES = {"teacher", "experts", "edc_stats", "condense", "evaluate"}
+GPU_RULES = {"teacher", "experts", "stats", "condense", "evaluate"}
 CPU_RULES = {"toy_dataset", "extract", "tables"}
 
 

@@ -51,7 +51,7 @@ def _uses_conda():
 VDC = "python -m vdc" if _uses_conda() else f"{shlex.quote(sys.executable)} -m vdc"
 
 
-# What a GPU stage (teacher, experts, edc_stats, condense, evaluate) declares as `resources: gpu=GPU`.
+# What a GPU stage (teacher, experts, stats, condense, evaluate) declares as `resources: gpu=GPU`.
 # With a GPU (or device: cuda) each such job takes one GPU slot, so the default profile's `gpu: 1`
 # runs them one at a time and `--resources gpu=4` four at a time, each on its own leased device
 # (GPU_RUN). On a CPU-only machine (or device: cpu) they take no slot and run side by side like any

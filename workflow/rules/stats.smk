@@ -1,9 +1,9 @@
-# EDC's statistics pass: per-class BatchNorm-input statistics of one trained network over the real
+# The statistics stage (EDC): per-class BatchNorm-input statistics of one trained network over the real
 # training clips (layout: vdc/condense/edc_stats.py). The condense rule asks for one file per network
 # an EDC variant condenses with (common.smk: method_needs -> stats_<arch>).
 
 
-rule edc_stats:
+rule stats:
     input:
         frames=lambda wc: path("frames", dataset=wc.dataset),
         teacher=lambda wc: path("teacher", dataset=wc.dataset, arch=wc.arch),
@@ -13,9 +13,9 @@ rule edc_stats:
         code=code_for("stats"),
         settings=settings("stats"),
     log:
-        log_file("edc_stats", dataset="{dataset}", arch="{arch}"),
+        log_file("stats", dataset="{dataset}", arch="{arch}"),
     benchmark:
-        bench_file("edc_stats", dataset="{dataset}", arch="{arch}")
+        bench_file("stats", dataset="{dataset}", arch="{arch}")
     threads: 1  # one thread per job: parallel jobs share the cores
     resources:
         gpu=GPU,
