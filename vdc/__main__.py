@@ -19,6 +19,7 @@ STAGES = {
     "evaluate": ("vdc.evaluate", "train a fresh student on a condensed set under the unified protocol"),
     "tables": ("vdc.tables", "build the paper's tables and Figure 4 from the evaluation JSONs"),
     "gpu-lease": ("vdc.gpulease", "run a command on a leased free GPU (multi-GPU workstations)"),
+    "settings": ("vdc.settings", "print the fully resolved config, or one stage's settings, as a job will run them"),
 }
 
 

@@ -10,6 +10,7 @@ Output file layout (relative to ``results``) is defined once here, in :data:`PAT
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -79,41 +80,209 @@ def _default_filling_validator():
 
 
 def load_schema() -> dict:
+    return copy.deepcopy(_schema())
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
     with open(SCHEMA_PATH) as fh:
         return yaml.safe_load(fh)
 
 
+def _error_line(err, prefix: str = "") -> str:
+    parts = (prefix.split(".") if prefix else []) + [str(p) for p in err.absolute_path]
+    where = ".".join(parts) or "(top level)"
+    msg = err.message
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        import difflib
+
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = [k for k in err.instance if k not in allowed]
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        msg = f"unknown key {', '.join(hints)}" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
+    return f"  {where}: {msg}"
+
+
+def _raise(source: str, lines: list[str]) -> None:
+    if lines:
+        more = f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else ""
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines[:10]) + more
+                          + "\nFix these keys (each is documented in workflow/schemas/config.schema.yaml).")
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
-    """Validate ``config`` in place against the schema, filling defaults. Raises ConfigError."""
+    """Validate ``config`` in place against the schema, filling defaults, then check what one schema
+    cannot: method variants and per-dataset overrides against their section's schema, names that
+    refer to other entries, and ranges that involve two keys. Raises ConfigError listing every problem,
+    one line per key path."""
     schema = load_schema()
     validator = _default_filling_validator()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors[:10]:
-            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-            msg = err.message
-            if err.validator == "additionalProperties":
-                allowed = sorted(err.schema.get("properties", {}))
-                msg += f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"  {where}: {msg}")
-        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)
-                          + "\nFix these keys (the schema is workflow/schemas/config.schema.yaml).")
-    _check_references(config, source)
+    _raise(source, [_error_line(e) for e in errors])
+    _raise(source, _fill_toy(config, schema))
+    _raise(source, _check_references(config) + _check_methods(config, schema) + _check_overrides(config, schema))
+    _raise(source, [f"  {line}" for ds in config["datasets"] for line in _cross_checks(config, ds)])
     return config
 
 
-def _check_references(cfg: dict, source: str) -> None:
+def _fill_toy(cfg: dict, schema: dict) -> list[str]:
+    """The ``toy:`` generator block belongs to datasets of format toy only: filled with its defaults
+    there, an error anywhere else (a real dataset's settings never carry toy keys)."""
+    toy_schema = {**schema["definitions"]["dataset"]["properties"]["toy"], "definitions": schema["definitions"]}
+    out = []
+    for name, ds in cfg["datasets"].items():
+        if ds["format"] == "toy":
+            ds.setdefault("toy", {})
+            out += [_error_line(e, f"datasets.{name}.toy") for e in _default_filling_validator()(toy_schema).iter_errors(ds["toy"])]
+        elif "toy" in ds:
+            out.append(f"  datasets.{name}.toy: only datasets of format toy have a toy: block (this one is "
+                       f"format {ds['format']}); remove it")
+    return out
+
+
+def _check_references(cfg: dict) -> list[str]:
+    out = []
     for name in cfg["study"]["datasets"]:
         if name not in cfg["datasets"]:
-            raise ConfigError(f"{source}: study.datasets names '{name}', which is not under datasets "
-                              f"(defined: {', '.join(cfg['datasets'])}).")
-    if cfg["study"].get("full_data_ipc") and "full" not in cfg["methods"]:
-        raise ConfigError(f"{source}: study.full_data_ipc is set but methods has no 'full' entry; add `full: {{}}`.")
-    for name in list(cfg["study"]["methods"]) + list(cfg["study"].get("edc_networks", [])):
-        if name not in cfg["methods"]:
-            raise ConfigError(f"{source}: study names method '{name}', which has no entry under methods "
-                              f"(defined: {', '.join(cfg['methods'])}).")
+            out.append(f"  study.datasets: '{name}' is not under datasets (defined: {', '.join(cfg['datasets'])})")
+    if cfg["study"]["full_data_ipc"] and "full" not in cfg["methods"]:
+        out.append("  study.full_data_ipc: set, but methods has no 'full' entry; add `full: {}`")
+    for key in ("methods", "edc_networks"):
+        for name in cfg["study"][key]:
+            if name not in cfg["methods"]:
+                out.append(f"  study.{key}: method '{name}' has no entry under methods "
+                           f"(defined: {', '.join(cfg['methods'])})")
+    return out
+
+
+def _section_validator(schema: dict, sub: dict, extra: dict | None = None):
+    """A plain (non-default-filling) validator for one section's schema ``sub``, with the schema's
+    definitions, optionally allowing ``extra`` properties."""
+    import jsonschema
+
+    sub = copy.deepcopy(sub)
+    sub.pop("default", None)
+    if extra:
+        sub["properties"] = {**sub.get("properties", {}), **extra}
+    return jsonschema.Draft7Validator({**sub, "definitions": schema["definitions"]})
+
+
+BUILTIN_METHODS = ("full", "random", "herding", "rded", "edc", "datm")
+_VARIANT_KEYS = {"base": {"type": "string"}, "module": {"type": "string"}}
+
+
+def _check_methods(cfg: dict, schema: dict) -> list[str]:
+    """A variant (``base: <built-in>``) is checked against its base method's schema; a method that is
+    neither built in nor a variant must name its module (``module:``) or exist as vdc/condense/<name>.py."""
+    import importlib.util
+
+    method_schemas = schema["properties"]["methods"]["properties"]
+    out = []
+    for name, raw in cfg["methods"].items():
+        if name in BUILTIN_METHODS:
+            continue
+        base = raw.get("base", name)
+        if base in BUILTIN_METHODS:
+            merged = {k: v for k, v in raw.items() if k not in ("base", "module")}
+            v = _section_validator(schema, method_schemas[base])
+            out += [_error_line(e, f"methods.{name}") for e in v.iter_errors(merged)]
+        elif base != name and base not in cfg["methods"]:
+            out.append(f"  methods.{name}.base: '{base}' is not a method (built in: {', '.join(BUILTIN_METHODS)}; "
+                       f"or defined under methods)")
+        elif "module" not in raw and importlib.util.find_spec(f"vdc.condense.{base}") is None:
+            out.append(f"  methods.{name}: no module vdc/condense/{base}.py; set methods.{name}.module to the "
+                       f"Python module that registers it, or base: to a built-in method")
+    return out
+
+
+def _check_overrides(cfg: dict, schema: dict) -> list[str]:
+    """Per-dataset overrides must be valid settings of what they override (unknown keys and wrong types
+    are errors, with the key's full path)."""
+    out = []
+    props = schema["properties"]
+    method_schemas = props["methods"]["properties"]
+    for ds, d in cfg["datasets"].items():
+        for sec, over in d["stage_overrides"].items():
+            v = _section_validator(schema, props[sec])
+            out += [_error_line(e, f"datasets.{ds}.stage_overrides.{sec}")
+                    for e in v.iter_errors(deep_merge(cfg[sec], over))]
+        for method, over in d["method_overrides"].items():
+            where = f"datasets.{ds}.method_overrides.{method}"
+            if method not in cfg["methods"]:
+                out.append(f"  {where}: no method '{method}' under methods (defined: {', '.join(cfg['methods'])})")
+                continue
+            if not isinstance(over, dict):
+                out.append(f"  {where}: must be a mapping of settings, got {over!r}")
+                continue
+            base = cfg["methods"][method].get("base", method)
+            per_ipc = over.get("ipc", {})
+            if not isinstance(per_ipc, dict) or not all(str(k).isdigit() for k in per_ipc):
+                out.append(f"  {where}.ipc: must map IPC numbers to settings, e.g. ipc: {{10: {{mipc: 100}}}}")
+                continue
+            if base not in BUILTIN_METHODS:
+                continue
+            v = _section_validator(schema, method_schemas[base], _VARIANT_KEYS)
+            flat = {k: x for k, x in over.items() if k != "ipc"}
+            out += [_error_line(e, where) for e in v.iter_errors(deep_merge(cfg["methods"][method], flat))]
+            for ipc, sub in per_ipc.items():
+                out += [_error_line(e, f"{where}.ipc.{ipc}")
+                        for e in v.iter_errors(deep_merge(cfg["methods"][method], deep_merge(flat, sub or {})))]
+    return out
+
+
+def _range(where: str, pair, what: str = "range") -> list[str]:
+    lo, hi = pair
+    return [] if lo <= hi else [f"{where}: [{lo}, {hi}] is not a {what} (the first value must not exceed the second)"]
+
+
+def _cross_checks(cfg: dict, ds: str) -> list[str]:
+    """Checks between keys, on the settings dataset ``ds`` resolves to (its overrides applied)."""
+    out = []
+    def pre(sec):  # where a resolved value comes from
+        over = cfg["datasets"][ds]["stage_overrides"].get(sec)
+        return f"datasets.{ds}.stage_overrides.{sec} over {sec}" if over else sec
+    t, e, x = section(cfg, ds, "teacher"), section(cfg, ds, "evaluate"), section(cfg, ds, "experts")
+    late = [m for m in t["milestones"] if m >= t["epochs"]]
+    if late:
+        out.append(f"{pre('teacher')}.milestones: {late} at or after teacher.epochs = {t['epochs']}; every milestone "
+                   f"must be an epoch below it")
+    if t["warmup_epochs"] > t["epochs"]:
+        out.append(f"{pre('teacher')}.warmup_epochs: {t['warmup_epochs']} > epochs {t['epochs']}")
+    bad = [m for m in e["late_epochs"] or [] if m >= e["epochs"]]
+    if bad:
+        out.append(f"{pre('evaluate')}.late_epochs: {bad} at or after evaluate.epochs = {e['epochs']} "
+                   f"(0-based epochs; the last is {e['epochs'] - 1})")
+    if e["test_every"] > e["epochs"]:
+        out.append(f"{pre('evaluate')}.test_every: {e['test_every']} > epochs {e['epochs']}")
+    if "soft" in cfg["study"]["labels"] or "multisl" in cfg["study"]["labels"]:
+        if e["loss"] == "ce":
+            out.append(f"{pre('evaluate')}.loss: ce is the hard-label loss; soft and Multi-SL labels train with msegt or kl")
+    if x["keep_epochs"] is not None and x["keep_epochs"] > x["epochs"]:
+        out.append(f"{pre('experts')}.keep_epochs: {x['keep_epochs']} > experts.epochs {x['epochs']}")
+    for sec, s in (("teacher", t), ("evaluate", e)):
+        out += _range(f"{pre(sec)}.scale", s["scale"]) + _range(f"{pre(sec)}.ratio", s["ratio"])
+    for method in cfg["methods"]:
+        for ipc in cfg["study"]["ipc"]:
+            ms = method_settings(cfg, ds, method, ipc)
+            where = f"methods.{method} (dataset {ds}, IPC {ipc})"
+            if "scale" in ms:
+                out += _range(f"{where}.scale", ms["scale"])
+            if ms["base"] == "datm":
+                kept = x["epochs"] if x["keep_epochs"] is None else x["keep_epochs"]
+                if ms["min_start_epoch"] >= ms["max_start_epoch"]:
+                    out.append(f"{where}: min_start_epoch {ms['min_start_epoch']} must be below max_start_epoch "
+                               f"{ms['max_start_epoch']}")
+                if ms["current_max_start_epoch"] > ms["max_start_epoch"]:
+                    out.append(f"{where}: current_max_start_epoch {ms['current_max_start_epoch']} > max_start_epoch "
+                               f"{ms['max_start_epoch']}")
+                if ms["max_start_epoch"] + ms["expert_epochs"] > kept:
+                    out.append(f"{where}: max_start_epoch + expert_epochs = {ms['max_start_epoch'] + ms['expert_epochs']}"
+                               f" needs expert snapshots the experts do not keep (experts keep epochs 0..{kept}); raise "
+                               f"experts.keep_epochs / epochs or lower max_start_epoch")
+    return sorted(set(out))
 
 
 def read_config_file(path: str | Path, _chain: tuple = ()) -> dict:
@@ -196,7 +365,8 @@ def parse_temporal(tag: str) -> Temporal:
 
 
 def model_settings(cfg: dict, arch: str) -> dict:
-    return deep_merge({"width": 1.0, "dropout": 0.5}, cfg.get("models", {}).get(arch, {}))
+    """Construction settings (width, dropout) of network ``arch``."""
+    return copy.deepcopy(cfg["models"][arch])
 
 
 def method_settings(cfg: dict, dataset: str, method: str, ipc: int | None = None) -> dict:
