@@ -131,8 +131,8 @@ def mutation_points(schema: dict, instance, node: dict, path: tuple = ()):
         if isinstance(types, str) and types in WRONG:
             yield path + (key,), "wrong type", WRONG[types]
         elif isinstance(types, list):
-            wrong = next((WRONG[t] for t in WRONG if t not in types and t != "null"
-                          and not (t == "integer" and "number" in types)), None)
+            candidates = [("string", "seven"), ("array", [1]), ("object", {"a": 1}), ("boolean", True)]
+            wrong = next((v for t, v in candidates if t not in types), None)
             if wrong is not None:
                 yield path + (key,), "wrong type", wrong
         yield from mutation_points(schema, value, sub, path + (key,))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vdc.condensed import CondensedSet
+from vdc.errors import InputError
 from vdc.data.frames import Frames, load_bank, write_frames
 
 
@@ -52,8 +53,53 @@ def test_condensed_set_round_trip(tmp_path):
 def test_condensed_set_rejects_bad_shapes(tmp_path):
     with pytest.raises(ValueError, match="labels"):
         CondensedSet(clips=np.zeros((2, 1, 2, 2, 3), np.uint8), labels=[0])
-    with pytest.raises(FileNotFoundError, match="condense"):
+    with pytest.raises(InputError, match="missing.h5: condensed set not found; rerun its condense job"):
         CondensedSet.read(tmp_path / "missing.h5")
+
+
+def test_truncated_or_foreign_files_are_named_with_the_fix(tmp_path):
+    cs = CondensedSet(clips=np.zeros((2, 8, 6, 6, 3), np.uint8), labels=[0, 1])
+    cs.write(tmp_path / "c.h5")
+    data = (tmp_path / "c.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut.h5: cannot read this condensed set .*rerun its condense job"):
+        CondensedSet.read(tmp_path / "cut.h5")
+    import h5py
+    with h5py.File(tmp_path / "other.h5", "w") as h5:
+        h5["x"] = [1]
+    with pytest.raises(InputError, match=r"other.h5: not a condensed set \(no /clips\)"):
+        CondensedSet.read(tmp_path / "other.h5")
+
+
+def test_equal_sets_have_equal_content_ids(tmp_path):
+    import h5py
+
+    from vdc.resume import content_id
+
+    def write(name, value):
+        CondensedSet(clips=np.full((2, 8, 6, 6, 3), value, np.uint8), labels=[0, 1], attrs={"seed": 0}).write(tmp_path / name)
+        with h5py.File(tmp_path / name) as h5:
+            return h5.attrs["content_id"]
+
+    assert write("a.h5", 3) == write("b.h5", 3) != write("c.h5", 4)
+    assert content_id(tmp_path / "a.h5") == content_id(tmp_path / "b.h5")
+
+
+def test_a_user_error_is_one_or_two_lines_and_exit_code_2(tmp_path, tiny_config):
+    """python -m vdc prints a user error (here a truncated condensed set) without a traceback, naming the file."""
+    import json
+
+    from vdc.config import stage_settings
+
+    settings = stage_settings(tiny_config(), "evaluate", "tiny", arch="minic3d", labels="hard", loss="ce",
+                              cutmix="nocutmix", seed=0)
+    (tmp_path / "cut.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    res = subprocess.run([sys.executable, "-m", "vdc", "evaluate", "--condensed", str(tmp_path / "cut.h5"),
+                          "--frames", str(tmp_path / "f.h5"), "--out", str(tmp_path / "r.json"),
+                          "--settings", json.dumps(settings)], capture_output=True, text=True)
+    err = [line for line in res.stderr.splitlines() if "vdc" in line and "error" in line]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(err) == 1 and "cut.h5" in err[0] and "condense" in err[0]
 
 
 def test_every_stage_has_a_command_line():

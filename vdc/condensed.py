@@ -10,7 +10,8 @@ Layout of ``results/condensed/<dataset>/<method>/ipc<IPC>-<temporal>-seed<S>.h5`
     /source_video   int64   [N]        video id in the frames file each clip came from (-1: none)
     /source_frames  int64   [N, T_c]   optional: frame indices of the source video (selection methods)
     attrs: dataset, method, ipc, t_c, sampling, interpolation, seed, num_classes, value_range
-           ("uint8" or "unit_float"), settings (JSON), frames_file, vdc_version, created
+           ("uint8" or "unit_float"), settings (JSON), frames_file, vdc_version, created,
+           content_id (hash of the arrays and attributes above but `created`: two equal sets have equal ids)
 
 H x W may differ between sets (selected clips keep the storage size; distilled ones are at the
 network's input size): the evaluation crops/resizes to its input size either way.
@@ -27,6 +28,8 @@ import h5py
 import numpy as np
 
 from vdc import __version__
+from vdc.errors import InputError, h5_dataset, open_h5
+from vdc.resume import CONTENT_ID_ATTR, ContentHasher
 from vdc.utils import atomic_path
 
 
@@ -53,34 +56,39 @@ class CondensedSet:
         return "uint8" if self.clips.dtype == np.uint8 else "unit_float"
 
     def write(self, path: str | Path) -> None:
-        """Atomically write the set (temp file, then rename)."""
+        """Atomically write the set (temp file, then rename), with a ``content_id`` attribute: the hash
+        of the arrays and attributes written (vdc/resume.py ties checkpoints to it)."""
+        clips = self.clips if self.clips.dtype == np.uint8 else self.clips.astype(np.float16)
+        arrays = {"clips": clips, "labels": self.labels, "source_video": np.asarray(self.source_video, np.int64)}
+        if self.source_frames is not None:
+            arrays["source_frames"] = np.asarray(self.source_frames, np.int64)
+        if self.label_logits is not None:
+            arrays["label_logits"] = np.asarray(self.label_logits, np.float32)
+        attrs = dict(self.attrs)
+        attrs.setdefault("t_c", int(self.clips.shape[1]))
+        attrs["value_range"] = self.value_range
+        attrs["vdc_version"] = __version__
+        attrs = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in attrs.items()}
+        ident = ContentHasher()
+        for name, a in arrays.items():
+            ident.update(name, a)
+        ident.update_text("attrs", json.dumps(attrs, sort_keys=True, default=str))
+        attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        attrs[CONTENT_ID_ATTR] = ident.hexdigest()
         with atomic_path(path, suffix=".h5.tmp") as tmp:
             with h5py.File(tmp, "w") as h5:
-                clips = self.clips if self.clips.dtype == np.uint8 else self.clips.astype(np.float16)
-                h5.create_dataset("clips", data=clips)
-                h5["labels"] = self.labels
-                h5["source_video"] = np.asarray(self.source_video, np.int64)
-                if self.source_frames is not None:
-                    h5["source_frames"] = np.asarray(self.source_frames, np.int64)
-                if self.label_logits is not None:
-                    h5["label_logits"] = np.asarray(self.label_logits, np.float32)
-                attrs = dict(self.attrs)
-                attrs.setdefault("t_c", int(self.clips.shape[1]))
-                attrs["value_range"] = self.value_range
-                attrs["vdc_version"] = __version__
-                attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+                for name, a in arrays.items():
+                    h5.create_dataset(name, data=a)
                 for k, v in attrs.items():
-                    h5.attrs[k] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
+                    h5.attrs[k] = v
 
     @classmethod
     def read(cls, path: str | Path) -> "CondensedSet":
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: condensed set not found; run the condense stage for it")
-        with h5py.File(path, "r") as h5:
+        fix = "rerun its condense job (snakemake -R condense, or delete the file and rerun)"
+        with open_h5(path, "condensed set", fix) as h5:
             for key in ("clips", "labels"):
-                if key not in h5:
-                    raise ValueError(f"{path}: not a condensed set (no /{key}); rerun its condense job")
+                h5_dataset(h5, key, path, "condensed set", fix)
             attrs = {}
             for k, v in h5.attrs.items():
                 if isinstance(v, str) and v[:1] in "[{":
@@ -89,11 +97,15 @@ class CondensedSet:
                     except json.JSONDecodeError:
                         pass
                 attrs[k] = v.item() if isinstance(v, np.generic) else v
-            return cls(clips=h5["clips"][:], labels=h5["labels"][:],
-                       source_video=h5["source_video"][:] if "source_video" in h5 else None,
-                       source_frames=h5["source_frames"][:] if "source_frames" in h5 else None,
-                       label_logits=h5["label_logits"][:] if "label_logits" in h5 else None,
-                       attrs=attrs)
+            try:
+                return cls(clips=h5["clips"][:], labels=h5["labels"][:],
+                           source_video=h5["source_video"][:] if "source_video" in h5 else None,
+                           source_frames=h5["source_frames"][:] if "source_frames" in h5 else None,
+                           label_logits=h5["label_logits"][:] if "label_logits" in h5 else None,
+                           attrs=attrs)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{path}: cannot read this condensed set ({' '.join(str(exc).split())[:160]}); "
+                                 f"{fix}") from None
 
     def clips_unit_float(self):
         """Clips as a float32 torch tensor in [0, 1] pixel space, [N, T, H, W, 3]."""

@@ -233,6 +233,11 @@ def _check_overrides(cfg: dict, schema: dict) -> list[str]:
     return out
 
 
+def study_methods(cfg: dict) -> list[str]:
+    """The methods (and variants) the study runs."""
+    return list(dict.fromkeys([*cfg["study"]["methods"], *cfg["study"]["edc_networks"]]))
+
+
 def _range(where: str, pair, what: str = "range") -> list[str]:
     lo, hi = pair
     return [] if lo <= hi else [f"{where}: [{lo}, {hi}] is not a {what} (the first value must not exceed the second)"]
@@ -264,7 +269,7 @@ def _cross_checks(cfg: dict, ds: str) -> list[str]:
         out.append(f"{pre('experts')}.keep_epochs: {x['keep_epochs']} > experts.epochs {x['epochs']}")
     for sec, s in (("teacher", t), ("evaluate", e)):
         out += _range(f"{pre(sec)}.scale", s["scale"]) + _range(f"{pre(sec)}.ratio", s["ratio"])
-    for method in cfg["methods"]:
+    for method in study_methods(cfg):
         for ipc in cfg["study"]["ipc"]:
             ms = method_settings(cfg, ds, method, ipc)
             where = f"methods.{method} (dataset {ds}, IPC {ipc})"

@@ -40,9 +40,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def read_json(path: str | os.PathLike, what: str = "JSON file", fix: str = "rerun the job that writes it") -> Any:
+    """A JSON file vdc wrote; a missing or truncated one is an InputError naming it."""
+    from vdc.errors import load_json
+
+    return load_json(path, what, fix)
 
 
 def _jsonable(x: Any) -> Any:
