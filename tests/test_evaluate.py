@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import vdc.evaluate as E
 from vdc.condense.base import Context
@@ -96,13 +97,18 @@ def test_msegt_by_hand():
     assert float(got) == pytest.approx(mse + 0.1 * ce, rel=1e-6)
 
 
-def test_kl_by_hand():
-    s = torch.tensor([[0.0, 0.0]])
-    t = torch.tensor([[math.log(3.0), 0.0]])
-    assert float(E.kl_loss(s, t, 1.0)) == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-5)
-    p = math.sqrt(3) / (math.sqrt(3) + 1)  # softmax(t / 2)
-    want = 4 * (p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5))
-    assert float(E.kl_loss(s, t, 2.0)) == pytest.approx(want, rel=1e-5)
+def test_kl_by_hand_with_the_references_formula():
+    """Video-DC val.py: KLDivLoss(reduction='batchmean')(log_softmax(s / tau), softmax(t / tau)) - no tau^2."""
+    s = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    t = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])
+    p1 = [0.75, 0.25]                                            # softmax(t_1)
+    q2 = [math.e / (math.e + math.exp(-1)), math.exp(-1) / (math.e + math.exp(-1))]  # softmax(s_2)
+    kl1 = sum(p * math.log(p / 0.5) for p in p1)
+    kl2 = sum(0.5 * math.log(0.5 / q) for q in q2)
+    assert float(E.kl_loss(s, t, 1.0)) == pytest.approx((kl1 + kl2) / 2, rel=1e-6)
+    ref = torch.nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s / 2, 1), F.softmax(t / 2, 1))
+    assert float(E.kl_loss(s, t, 2.0)) == pytest.approx(float(ref), rel=1e-6)
+    assert float(E.kl_loss(s, t, 2.0, tau_squared=True)) == pytest.approx(4 * float(ref), rel=1e-6)
 
 
 def test_hard_ce_cutmix_mixes_both_labels():

@@ -24,9 +24,9 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
   lam * CE(s, y) + (1 - lam) * CE(s, y[perm])):
     ce      - CE(s, y)                                         (hard labels only)
     msegt   - mean over B x K of (s - t)^2 + lambda * CE(s, y)  (raw logits, lambda = mse_gt_lambda 0.1)
-    kl      - tau^2 * KL(softmax(t / tau) || softmax(s / tau)), mean over the batch (tau = temperature);
-              the tau^2 factor (Hinton et al.) keeps gradient magnitudes comparable across tau; under
-              AdamW a constant loss factor hardly changes training;
+    kl      - KL(softmax(t / tau) || softmax(s / tau)), mean over the batch (tau = temperature, 1), as the
+              reference computes it (Video-DC val.py: KLDivLoss(batchmean), no tau^2); ``kl_tau_squared``
+              multiplies it by tau^2 (Hinton et al.: gradients comparable across tau);
 * test: every test video once, centre 8-frame window x centre crop (prepared once, ``loop.TestClips``),
   batches of test_batch.
 
@@ -108,10 +108,12 @@ def msegt_loss(s: torch.Tensor, t: torch.Tensor, ce: torch.Tensor, lam_gt: float
     return (s - t).square().mean() + lam_gt * ce
 
 
-def kl_loss(s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
-    """tau^2 * KL(softmax(t / tau) || softmax(s / tau)), averaged over the batch."""
-    return F.kl_div(F.log_softmax(s / tau, dim=1), F.log_softmax(t / tau, dim=1), reduction="batchmean",
-                    log_target=True) * tau * tau
+def kl_loss(s: torch.Tensor, t: torch.Tensor, tau: float, tau_squared: bool = False) -> torch.Tensor:
+    """KL(softmax(t / tau) || softmax(s / tau)) averaged over the batch (sum over classes / B), times
+    tau^2 when ``tau_squared``."""
+    kl = F.kl_div(F.log_softmax(s / tau, dim=1), F.log_softmax(t / tau, dim=1), reduction="batchmean",
+                  log_target=True)
+    return kl * (tau * tau) if tau_squared else kl
 
 
 # ----------------------------------------------------------------------------- the condensed data
@@ -203,7 +205,7 @@ class Protocol:
         elif ev["loss"] == "msegt":
             loss = msegt_loss(s, t, ce, ev["mse_gt_lambda"])
         else:
-            loss = kl_loss(s, t, ev["temperature"])
+            loss = kl_loss(s, t, ev["temperature"], ev["kl_tau_squared"])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
