@@ -2,14 +2,19 @@
 
 Every stage takes its file paths as arguments and its settings either as ``--settings JSON`` (what
 Snakemake passes: the output of :func:`vdc.config.stage_settings`) or as ``--config config.yaml``
-plus the wildcards, from which the same dict is built.
+plus the wildcards, from which the same dict is built. Either way the resolved settings are logged
+once, on one line of canonical JSON, at the start of the job's log (Snakemake no longer prints the
+command line with its ``--settings`` on the console: profiles/default has ``printshellcmds: false``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 
-from vdc.config import ConfigError, load_config, stage_settings
+from vdc.config import ConfigError, load_config, settings_json, stage_settings
+
+log = logging.getLogger("vdc.settings")
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,12 +25,15 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_settings(args: argparse.Namespace, stage: str, **wildcards) -> dict:
+    """The stage's settings from ``--settings`` or ``--config``/``--dataset`` (+ wildcards), logged once."""
     if args.settings:
         try:
-            return json.loads(args.settings)
+            settings = json.loads(args.settings)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--settings is not valid JSON: {exc}") from None
-    if not args.dataset:
-        raise ConfigError("--config needs --dataset")
-    cfg = load_config(args.config)
-    return stage_settings(cfg, stage, args.dataset, **wildcards)
+    else:
+        if not args.dataset:
+            raise ConfigError("--config needs --dataset")
+        settings = stage_settings(load_config(args.config), stage, args.dataset, **wildcards)
+    log.info("%s settings: %s", stage, settings_json(settings))
+    return settings

@@ -413,6 +413,7 @@ def stage_settings(cfg: dict, stage: str, dataset: str, **wc: Any) -> dict:
               "workdir": cfg["workdir"]}
     if stage in ("toy", "extract"):
         return common
+    common["performance"] = copy.deepcopy(cfg["performance"])  # GPU fast paths (vdc/accel.py): device stages only
     if stage in ("teacher", "stats"):
         arch = wc["arch"]
         return {**common, "arch": arch, "model": model_settings(cfg, arch),

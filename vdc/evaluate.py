@@ -28,7 +28,11 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
               reference computes it (Video-DC val.py: KLDivLoss(batchmean), no tau^2); ``kl_tau_squared``
               multiplies it by tau^2 (Hinton et al.: gradients comparable across tau);
 * test: every test video once, centre 8-frame window x centre crop (prepared once, ``loop.TestClips``),
-  batches of test_batch.
+  batches of test_batch;
+* on CUDA the fast paths of ``settings["performance"]`` (vdc/accel.py): student and labeler forwards
+  (training, soft targets, test passes) under bf16 autocast with losses on float32 logits,
+  channels_last_3d networks, fused AdamW; on the CPU none, whatever the settings say. The epoch's loss
+  is summed on the device and read once per epoch.
 
 Test accuracy is recorded at the final epoch (the main number), every ``test_every`` epochs (the JSON's
 ``tests``: the learning curve) and at the *late epochs* (``late``): the
@@ -62,6 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vdc import __version__
+from vdc.accel import Accel, setup_backends
 from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.condensed import CondensedSet
 from vdc.data import clips as C
@@ -174,9 +179,10 @@ class Protocol:
     """
 
     def __init__(self, student: nn.Module, optimizer, data: CondensedClips, ev: dict,
-                 labeler: nn.Module | None = None, soft: torch.Tensor | None = None):
+                 labeler: nn.Module | None = None, soft: torch.Tensor | None = None, accel: Accel | None = None):
         self.student, self.opt, self.data, self.ev = student, optimizer, data, ev
         self.labeler, self.soft = labeler, soft
+        self.accel = accel or Accel(data.labels.device)  # vdc/accel.py; the default is the plain float32 path
         if ev["labels"] == "multisl" and labeler is None:
             raise ValueError("multisl labels need a labeler network")
         if ev["labels"] == "soft" and soft is None:
@@ -185,20 +191,23 @@ class Protocol:
     def step(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One optimiser step on condensed clips ``idx`` [B]; returns the (detached) loss."""
         ev = self.ev
+        accel = self.accel
         x = self.data.train_view(idx, generator)
         y = self.data.labels[idx]
         perm, lam = None, 1.0
         if ev["cutmix"] and float(torch.rand(1, generator=generator)) < ev["cutmix_prob"]:
             x, perm, lam = C.cutmix(x, ev["cutmix_alpha"], generator)
+        x = accel.input(x)
         t = None
         if ev["labels"] == "multisl":
-            with torch.no_grad():
-                t = self.labeler(x)
+            with torch.no_grad(), accel.autocast():
+                t = self.labeler(x).float()
         elif ev["labels"] == "soft":
             t = self.soft[idx]
             if perm is not None:
                 t = lam * t + (1 - lam) * t[perm]
-        s = self.student(x)
+        with accel.autocast():
+            s = self.student(x).float()
         ce = hard_ce(s, y, perm, lam)
         if ev["loss"] == "ce":
             loss = ce
@@ -213,18 +222,22 @@ class Protocol:
 
 
 @torch.no_grad()
-def soft_targets(labeler: nn.Module, data: CondensedClips, batch: int) -> torch.Tensor:
-    """The labeler's logits on every clip's un-augmented view, [N, K]."""
+def soft_targets(labeler: nn.Module, data: CondensedClips, batch: int, accel: Accel | None = None) -> torch.Tensor:
+    """The labeler's logits on every clip's un-augmented view, [N, K] float32."""
     n = len(data)
     dev = data.labels.device
-    return torch.cat([labeler(data.plain_view(torch.arange(i, min(i + batch, n), device=dev)))
-                      for i in range(0, n, batch)])
+    accel = accel or Accel(dev)
+    out = []
+    for i in range(0, n, batch):
+        with accel.autocast():
+            out.append(labeler(accel.input(data.plain_view(torch.arange(i, min(i + batch, n), device=dev)))).float())
+    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------- the stage
 
 def labels_for(labels_kind: str, cset: CondensedSet, data: CondensedClips, labeler_path, ev: dict, num_classes: int,
-               device):
+               device, accel: Accel | None = None):
     """(labeler network for Multi-SL or None, fixed soft targets [N, K] or None, where soft targets came
     from: "label_logits" / "labeler" / None)."""
     if labels_kind == "soft" and cset.label_logits is not None:
@@ -233,10 +246,11 @@ def labels_for(labels_kind: str, cset: CondensedSet, data: CondensedClips, label
         return None, None, None
     if labeler_path is None:
         raise ConfigError(f"labels '{labels_kind}' need a trained labeler (--labeler teacher .pt)")
-    labeler = load_teacher(labeler_path, device, num_classes=num_classes)
+    accel = accel or Accel(device)
+    labeler = accel.prepare(load_teacher(labeler_path, device, num_classes=num_classes))
     if labels_kind == "multisl":
         return labeler, None, None
-    soft = soft_targets(labeler, data, ev["test_batch"])
+    soft = soft_targets(labeler, data, ev["test_batch"], accel)
     check_finite(soft, "the labeler's soft targets", str(labeler_path))
     return None, soft, "labeler"
 
@@ -251,6 +265,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     set_threads(ev["threads"])
     device = get_device(settings["device"])
     seed_everything(seed, settings["deterministic"])
+    accel = setup_backends(settings, device)
     t0 = time.time()
 
     # inputs: the condensed set (checked), the student, the test clips
@@ -263,7 +278,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     if int(cset.attrs.get("num_classes", num_classes)) != num_classes:
         raise InputError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
                          f"{num_classes}; condense it from this frames file")
-    student = create_model(arch, num_classes, **settings["model"]).to(device)  # first draw after the seed
+    student = accel.prepare(create_model(arch, num_classes, **settings["model"]).to(device))  # first draw after the seed
     data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device)
     test = loop.TestClips(load_bank(frames, "test", device), ds)
     if len(test) == 0:
@@ -277,9 +292,9 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     epochs = ev["epochs"]
     late = late_epochs(epochs, ev["late_epochs"])
 
-    labeler, soft, soft_source = labels_for(labels_kind, cset, data, labeler_path, ev, num_classes, device)
-    opt = loop.AdamW(loop.decay_groups(student, ev["weight_decay"]), lr=ev["lr"], betas=tuple(ev["betas"]))
-    protocol = Protocol(student, opt, data, ev, labeler, soft)
+    labeler, soft, soft_source = labels_for(labels_kind, cset, data, labeler_path, ev, num_classes, device, accel)
+    opt = accel.adamw(loop.decay_groups(student, ev["weight_decay"]), lr=ev["lr"], betas=tuple(ev["betas"]))
+    protocol = Protocol(student, opt, data, ev, labeler, soft, accel)
     gen = torch.Generator().manual_seed(seed)
 
     # resume
@@ -318,7 +333,7 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         metrics = {"loss": row["loss"]}
         tested = epoch in late or (ev["test_every"] and (epoch + 1) % ev["test_every"] == 0)
         if tested:
-            acc = loop.test_accuracy(student, test, ev["test_batch"])
+            acc = loop.test_accuracy(student, test, ev["test_batch"], accel)
             tests.append({"epoch": epoch, "top1": acc["top1"], "top5": acc["top5"]})
             metrics.update(top1=acc["top1"], top5=acc["top5"])
         progress.update(milestone=tested, **metrics)

@@ -8,6 +8,8 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -61,17 +63,27 @@ class TestClips:
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, test: TestClips, batch: int = 100) -> dict:
+def test_accuracy(model: nn.Module, test: TestClips, batch: int = 100, accel=None) -> dict:
     """Top-1 / top-5 accuracy (percent) of ``model`` on every test video (one centre clip x one centre
-    crop each), in batches of ``batch``. Restores the model's train/eval mode."""
+    crop each), in batches of ``batch``, the forward under ``accel.autocast()`` (vdc/accel.py; None:
+    float32). Hits are counted on the device and read once at the end (one host sync per pass).
+    Restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
-    c1 = c5 = 0
     n = len(test)
+    hits = torch.zeros(2, dtype=torch.long, device=test.labels.device)
+    k = None
     for i in range(0, n, batch):
-        h1, h5 = topk_correct(model(test.batch(i, min(i + batch, n))), test.labels[i:i + batch])
-        c1, c5 = c1 + h1, c5 + h5
+        x = test.batch(i, min(i + batch, n))
+        with accel.autocast() if accel is not None else contextlib.nullcontext():
+            logits = model(accel.input(x) if accel is not None else x)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        hit = logits.topk(k, dim=1).indices == test.labels[i:i + batch].unsqueeze(1)
+        hits[0] += hit[:, :1].any(1).sum()
+        hits[1] += hit.any(1).sum()
     model.train(was_training)
+    c1, c5 = hits.tolist()
     return {"top1": 100.0 * c1 / max(n, 1), "top5": 100.0 * c5 / max(n, 1)}
 
 
@@ -95,7 +107,8 @@ class AdamW:
     """
 
     def __init__(self, groups: list[dict], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+                 weight_decay: float = 0.01, fused: bool = False):
+        self.fused = bool(fused)  # torch's fused multi-tensor kernel (CUDA; vdc/accel.py); else single-tensor
         self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, **g,
                               "params": list(g["params"])} for g in groups]
         self.state: dict[int, dict] = {}  # keyed by the parameter's position across the groups
@@ -116,12 +129,15 @@ class AdamW:
                 i += 1
                 if p.grad is None:
                     continue
-                st = self.state.setdefault(i - 1, {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p),
-                                                    "exp_avg_sq": torch.zeros_like(p)})
+                st = self.state.get(i - 1)
+                if st is None:  # the fused kernel keeps the step count on the parameter's device
+                    st = self.state[i - 1] = {"step": torch.tensor(0.0, device=p.device if self.fused else "cpu"),
+                                              "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                 params.append(p), grads.append(p.grad), m.append(st["exp_avg"])
                 v.append(st["exp_avg_sq"]), steps.append(st["step"])
             if params:
-                adam(params, grads, m, v, [], steps, foreach=False, decoupled_weight_decay=True, amsgrad=False,
+                adam(params, grads, m, v, [], steps, foreach=False, fused=self.fused or None,
+                     decoupled_weight_decay=True, amsgrad=False,
                      beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"], weight_decay=g["weight_decay"],
                      eps=g["eps"], maximize=False)
 
@@ -129,7 +145,14 @@ class AdamW:
         return {"state": self.state, "lrs": [g["lr"] for g in self.param_groups]}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.state = {int(k): v for k, v in sd["state"].items()}
+        """Restore a state_dict (possibly loaded on the CPU): moments go to their parameter's device,
+        the step count too under the fused kernel (else it stays on the CPU)."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        self.state = {}
+        for k, v in sd["state"].items():
+            p = params[int(k)]
+            self.state[int(k)] = {"step": v["step"].to(p.device if self.fused else "cpu"),
+                                  "exp_avg": v["exp_avg"].to(p.device), "exp_avg_sq": v["exp_avg_sq"].to(p.device)}
         for g, lr in zip(self.param_groups, sd["lrs"]):
             g["lr"] = lr
 

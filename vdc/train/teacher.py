@@ -13,7 +13,9 @@ Recipe (study.md section 3; every value from ``settings["teacher"]``):
 * batch of ``batch`` videos, reshuffled every epoch (last batch may be smaller); one clip per video:
   a random window of clip_len (8) frames at clip_interval (8) (floor(L/8) for short videos),
   RandomResizedCrop(area scale 0.08-1, ratio 3/4-4/3) + flip to input_size, same box for every frame;
-* the train split is loaded once into device memory; test = one centre clip x centre crop per video.
+* the train split is loaded once into device memory; test = one centre clip x centre crop per video;
+* on CUDA the fast paths of ``settings["performance"]`` (vdc/accel.py: bf16 autocast of the forward,
+  channels_last_3d, fused SGD); on the CPU none, whatever the settings say.
 
 Resumable (vdc/resume.py): after every epoch ``<workdir>/teacher/<job>/last.pt`` holds the model,
 optimiser, scheduler, RNG states, epoch, curve and elapsed time, tied to the settings, the frames
@@ -40,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vdc import __version__
+from vdc.accel import Accel, setup_backends
 from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.data.frames import Frames, load_bank
 from vdc.errors import InputError
@@ -63,9 +66,9 @@ def lr_factor(it: int, iters_per_epoch: int, cfg: dict) -> float:
     return w * cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
 
 
-def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Generator) -> dict:
-    """One pass over the training videos in a fresh random order; returns the epoch's mean loss and
-    train top-1 (read from the device once, at the end)."""
+def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Generator, accel: Accel) -> dict:
+    """One pass over the training videos in a fresh random order, forwards under ``accel.autocast()``;
+    returns the epoch's mean loss and train top-1 (read from the device once, at the end)."""
     device = train.labels.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -74,7 +77,8 @@ def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Ge
         videos = perm[i:i + cfg["batch"]]
         x = loop.train_batch(train, videos, ds, gen, cfg["scale"], cfg["ratio"])
         y = train.labels[videos]
-        logits = model(x)
+        with accel.autocast():
+            logits = model(accel.input(x)).float()
         loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -92,6 +96,7 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     set_threads(cfg["threads"])
     device = get_device(settings["device"])
     seed_everything(cfg["seed"], settings["deterministic"])
+    accel = setup_backends(settings, device)
     t0 = time.time()
 
     # data: the whole train split on the device, the test clips prepared once
@@ -104,8 +109,8 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     num_classes = frames.num_classes
 
     # model, optimiser, schedule
-    model = create_model(arch, num_classes, **settings["model"]).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    model = accel.prepare(create_model(arch, num_classes, **settings["model"]).to(device))
+    opt = accel.sgd(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     iters = math.ceil(len(train) / cfg["batch"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, iters, cfg))
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -130,9 +135,9 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     model.train()
     for epoch in range(start_epoch, cfg["epochs"]):
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, opt, sched, train, ds, cfg, gen))
+        row.update(train_one_epoch(model, opt, sched, train, ds, cfg, gen, accel))
         if (epoch + 1) % cfg["eval_every"] == 0 or epoch + 1 == cfg["epochs"]:
-            acc = loop.test_accuracy(model, test, batch=cfg["batch"] * 2)
+            acc = loop.test_accuracy(model, test, batch=cfg["batch"] * 2, accel=accel)
             row.update(test_top1=acc["top1"], test_top5=acc["top5"])
         curve.append(row)
         progress.update(milestone=True, **{k: v for k, v in row.items() if k != "epoch"})
