@@ -82,3 +82,26 @@ def test_empty_test_split_is_an_error(tmp_path, tiny_config, make_frames):
     with pytest.raises(InputError, match="test split is empty"):
         train_teacher(frames, tmp_path / "t.pt", tmp_path / "t.json", teacher_settings(tiny_config, tmp_path))
     assert not (tmp_path / "t.pt").exists()
+
+
+def test_a_given_network_is_checked_tested_and_written_instead_of_trained(tmp_path, tiny_config, frames_file):
+    """datasets.<name>.teachers.<arch>: a bare state_dict (as converted from another codebase) becomes
+    the teacher file, with its test accuracy; a network of the wrong shape is refused with the file's name."""
+    from vdc.models import create_model
+    from vdc.train.teacher import import_teacher
+
+    torch.manual_seed(0)
+    net = create_model("i3d_r18", 3, width=0.125)
+    torch.save(net.state_dict(), tmp_path / "pretrained.pt")
+    cfg = tiny_config(datasets={"tiny": {"teachers": {"i3d_r18": str(tmp_path / "pretrained.pt")}}})
+    settings = stage_settings(cfg, "teacher", "tiny", arch="i3d_r18")
+    assert settings["given"] == str(tmp_path / "pretrained.pt")
+    m = import_teacher(frames_file, settings["given"], tmp_path / "t.pt", tmp_path / "t.json", settings)
+    assert m["imported_from"].endswith("pretrained.pt") and 0 <= m["top1"] <= 100
+    back = load_teacher(tmp_path / "t.pt")
+    for k, v in net.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+    torch.save(create_model("i3d_r18", 5, width=0.125).state_dict(), tmp_path / "wrong.pt")
+    with pytest.raises(InputError, match="wrong.pt: the weights do not fit"):
+        import_teacher(frames_file, tmp_path / "wrong.pt", tmp_path / "w.pt", tmp_path / "w.json", settings)
+    assert stage_settings(tiny_config(), "teacher", "tiny", arch="i3d_r18")["given"] is None

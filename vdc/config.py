@@ -417,7 +417,7 @@ def stage_settings(cfg: dict, stage: str, dataset: str, **wc: Any) -> dict:
     if stage in ("teacher", "stats"):
         arch = wc["arch"]
         return {**common, "arch": arch, "model": model_settings(cfg, arch),
-                "teacher": section(cfg, dataset, "teacher")}
+                "teacher": section(cfg, dataset, "teacher"), "given": ds["teachers"].get(arch)}
     if stage == "experts":
         ex = section(cfg, dataset, "experts")
         return {**common, "arch": ex["arch"], "model": model_settings(cfg, ex["arch"]), "experts": ex}

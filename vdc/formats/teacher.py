@@ -31,9 +31,9 @@ def save_teacher(path, arch: str, num_classes: int, model_settings: dict, model:
                 "settings": settings}, path)
 
 
-def load_teacher(path, device="cpu", arch: str | None = None, num_classes: int | None = None,
-                 model: dict | None = None) -> nn.Module:
-    """The network stored at ``path``, on ``device``, in eval mode (see the module docstring)."""
+def read_teacher(path, arch: str | None = None, num_classes: int | None = None, model: dict | None = None) -> dict:
+    """The teacher file at ``path`` as a checked record {"arch", "num_classes", "model", "state_dict", ...}
+    (a bare state_dict becomes one with the given ``arch``, ``num_classes`` and ``model`` settings)."""
     path = Path(path)
     fix = f"train it (snakemake {path}) or point the config's teachers entry at a valid file"
     ckpt = load_torch(path, "teacher network", fix)
@@ -49,13 +49,26 @@ def load_teacher(path, device="cpu", arch: str | None = None, num_classes: int |
         raise InputError(f"{path}: holds a {ckpt['arch']} network, but a {arch} teacher was asked for; {fix}")
     if num_classes is not None and int(ckpt["num_classes"]) != int(num_classes):
         raise InputError(f"{path}: a network for {ckpt['num_classes']} classes, the dataset has {num_classes}; {fix}")
-    net = create_model(ckpt["arch"], int(ckpt["num_classes"]), **ckpt["model"])
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def build_teacher(record: dict, device="cpu") -> nn.Module:
+    """The network of a :func:`read_teacher` record, on ``device``, in eval mode."""
+    net = create_model(record["arch"], int(record["num_classes"]), **record["model"])
     try:
-        net.load_state_dict(ckpt["state_dict"])
+        net.load_state_dict(record["state_dict"])
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:240]
-        raise InputError(f"{path}: the weights do not fit {ckpt['arch']} {ckpt['model']} ({first}); {fix}") from None
+        raise InputError(f"{record['path']}: the weights do not fit {record['arch']} {record['model']} ({first}); "
+                         f"train it or point the config's teachers entry at a matching file") from None
     return net.to(device).eval()
+
+
+def load_teacher(path, device="cpu", arch: str | None = None, num_classes: int | None = None,
+                 model: dict | None = None) -> nn.Module:
+    """The network stored at ``path``, on ``device``, in eval mode (see the module docstring)."""
+    return build_teacher(read_teacher(path, arch, num_classes, model), device)
 
 
 def teacher_arch(path) -> str:

@@ -47,7 +47,7 @@ from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.data.frames import Frames, load_bank
 from vdc.errors import InputError
 from vdc.fingerprint import job_code
-from vdc.formats.teacher import save_teacher
+from vdc.formats.teacher import build_teacher, read_teacher, save_teacher
 from vdc.models import create_model
 from vdc.progress import Progress
 from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
@@ -161,6 +161,35 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     return metrics
 
 
+def import_teacher(frames_path, given, out_path, metrics_path, settings: dict) -> dict:
+    """Use an existing network instead of training one (``datasets.<name>.teachers.<arch>`` in the
+    config: e.g. a Kinetics-pretrained I3D, as the reference's I3D / SlowOnly teachers are — vdc
+    downloads nothing). The file is a vdc teacher file or a bare state_dict of ``arch`` (built with the
+    config's model settings); it is checked against the dataset (architecture, number of classes),
+    tested on the test split like a trained teacher, and written in the teacher layout."""
+    ds, arch = settings["dataset"], settings["arch"]
+    device = get_device(settings["device"])
+    seed_everything(settings["teacher"]["seed"], settings["deterministic"])
+    accel = setup_backends(settings, device)
+    t0 = time.time()
+    frames = Frames(frames_path)
+    test = loop.TestClips(load_bank(frames, "test", device), ds)
+    if len(test) == 0:
+        raise InputError(f"{frames_path}: the test split is empty; check the dataset's annotations and rerun extract")
+    record = read_teacher(given, arch=arch, num_classes=frames.num_classes, model=settings["model"])
+    model = build_teacher(record, device)
+    acc = loop.test_accuracy(model, test, batch=settings["teacher"]["batch"] * 2, accel=accel)
+    metrics = {"dataset": ds["name"], "arch": arch, "top1": acc["top1"], "top5": acc["top5"], "curve": [],
+               "imported_from": str(given), "wall_time_s": time.time() - t0, "device": loop.device_name(device),
+               "num_train": int(len(frames.split_ids("train"))), "num_test": len(test),
+               "num_parameters": sum(p.numel() for p in model.parameters()), "settings": settings,
+               "frames_file": str(frames_path), "vdc_version": __version__}
+    save_teacher(out_path, arch, frames.num_classes, record["model"], model, settings)
+    write_json(metrics_path, metrics)
+    log.info("teacher %s imported from %s: test top1 %.2f top5 %.2f", arch, given, acc["top1"], acc["top5"])
+    return metrics
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", required=True, help="frames HDF5 of the dataset")
     p.add_argument("--out", required=True, help="trained network (.pt)")
@@ -176,5 +205,8 @@ def main(args: argparse.Namespace) -> int:
 
         arch = load_config(args.config)["teacher"]["arch"]
     settings = resolve_settings(args, "teacher", arch=arch)
-    train_teacher(args.frames, args.out, args.metrics, settings)
+    if settings["given"]:
+        import_teacher(args.frames, settings["given"], args.out, args.metrics, settings)
+    else:
+        train_teacher(args.frames, args.out, args.metrics, settings)
     return 0

@@ -196,6 +196,12 @@ def all_targets():
 
 
 # ------------------------------------------------------------------ inputs and arguments of rules
+def given_teacher(wildcards):
+    """The user's own network for this (dataset, arch), if the config names one: an input of the teacher job."""
+    given = config["datasets"][wildcards.dataset]["teachers"].get(wildcards.arch)
+    return {"given": given} if given else {}
+
+
 def condense_inputs(wildcards):
     return {"frames": path("frames", dataset=wildcards.dataset), **method_needs(wildcards)}
 

@@ -1,11 +1,13 @@
 # The teacher stage: one network per (dataset, arch) trained on the full training split with the
 # reference recipe (vdc/train/teacher.py). Its .json is the tables' "Full dataset" row; its .pt is the
 # labeler (soft / Multi-SL), RDED's observer, Herding's feature model and EDC's statistics source.
-# Per-epoch checkpoints go to <workdir>/teacher/<dataset>-<arch>/last.pt, so a killed job resumes.
+# Per-epoch checkpoints go to <workdir>/teacher/<job>/last.pt, so a killed job resumes. A network given in
+# the config (datasets.<name>.teachers.<arch>) is checked and tested instead of training one.
 
 
 rule teacher:
     input:
+        unpack(given_teacher),
         frames=lambda wc: path("frames", dataset=wc.dataset),
     output:
         model=path("teacher"),
