@@ -1,11 +1,17 @@
-"""Frame extraction: round trip against the rendered toy videos, failures, layout read by Frames."""
+"""Frame extraction: round trip against the rendered toy videos, failures, layout read by Frames,
+content identity, progress lines."""
+import logging
+import shutil
+
 import h5py
 import numpy as np
 import pytest
 
+from vdc.config import stage_settings
 from vdc.data.extract import ExtractionError, extract, kept_indices
 from vdc.data.frames import Frames, load_bank
-from vdc.data.toy import generate, render_video
+from vdc.data.toy import encode_video, generate, render_video
+from vdc.resume import content_id
 
 TOY = {"classes": 2, "train_per_class": 3, "test_per_class": 2, "min_frames": 10, "max_frames": 20,
        "size": [32, 40], "fps": 25, "gop": 4, "crf": 18, "seed": 3}
@@ -18,12 +24,15 @@ def toy_root(tmp_path_factory):
     return root
 
 
-def _settings(root, **over):
-    ds = {"name": "toy", "format": "toy", "video_root": str(root / "videos"),
-          "annotations": str(root / "ucfTrainTestlist"), "split": 1, "toy": TOY, "storage_size": [32, 40],
-          "max_frames": 64, "frame_stride": 1, "max_failed_fraction": 0.05}
-    ds.update(over)
-    return {"dataset": ds}
+@pytest.fixture()
+def settings(tiny_config, toy_root):
+    """settings(root=toy_root, **dataset_keys): the extract settings of the toy dataset at ``root``, as
+    a validated config gives them (the schema fills max_frames 64, frame_stride 1, split 1, ...)."""
+    def build(root=toy_root, **over):
+        ds = {"format": "toy", "video_root": str(root / "videos"), "annotations": str(root / "ucfTrainTestlist"),
+              "toy": TOY, "storage_size": [32, 40], "input_size": 24, **over}
+        return stage_settings(tiny_config(datasets={"toy": ds}), "extract", "toy")
+    return build
 
 
 def test_kept_indices():
@@ -33,11 +42,16 @@ def test_kept_indices():
     assert kept_indices(100, 4, 5).tolist() == [0, 24, 48, 72, 96]
 
 
-def test_round_trip(toy_root, tmp_path):
+def test_round_trip(toy_root, tmp_path, settings, caplog):
     out, rep = tmp_path / "f.h5", tmp_path / "f.failed.tsv"
-    summary = extract(_settings(toy_root), out, rep)
+    with caplog.at_level(logging.INFO, logger="vdc.extract"):
+        summary = extract(settings(), out, rep)
     assert summary["failed"] == 0 and summary["videos"] == 10
     assert rep.read_text() == "path\treason\n"
+    # both passes report through vdc.progress (here only the final line: the run takes < 30 s)
+    for step in ("probe", "decode"):
+        assert any(m.startswith(f"extract toy {step}: video 10/10 (100%)") and "ETA" in m and "failed 0" in m
+                   for m in caplog.messages), caplog.messages
     with Frames(out) as fr:
         assert fr.classes == ["TranslateHorizontal", "TranslateUp"]
         assert fr.split.tolist() == [0] * 6 + [1] * 4
@@ -67,26 +81,50 @@ def test_round_trip(toy_root, tmp_path):
         assert len(bank) == 4 and bank.frames.shape[0] == int(fr.lengths[6:].sum())
 
 
-def test_stride_cap_and_resize(toy_root, tmp_path):
+def test_stride_cap_and_resize(tmp_path, settings):
     out = tmp_path / "s.h5"
-    extract(_settings(toy_root, frame_stride=2, max_frames=4, storage_size=[16, 20]), out, tmp_path / "s.tsv", workers=2)
+    s = settings(frame_stride=2, storage_size=[16, 20])
+    s["dataset"]["max_frames"] = 4  # below the schema's minimum (8), so that the cap bites on these short videos
+    extract(s, out, tmp_path / "s.tsv", workers=2)
     with Frames(out) as fr:
         assert fr.frame_shape == (16, 20, 3) and fr.lengths.max() == 4
         src = h5py.File(out)["videos/source_frames"][:]
         assert fr.lengths.tolist() == [len(kept_indices(int(n), 2, 4)) for n in src]
 
 
-def test_workers_give_identical_files(toy_root, tmp_path):
-    extract(_settings(toy_root), tmp_path / "one.h5", tmp_path / "one.tsv", workers=1)
-    extract(_settings(toy_root), tmp_path / "two.h5", tmp_path / "two.tsv", workers=2)
+def test_workers_give_identical_files(tmp_path, settings):
+    extract(settings(), tmp_path / "one.h5", tmp_path / "one.tsv", workers=1)
+    extract(settings(), tmp_path / "two.h5", tmp_path / "two.tsv", workers=2)
     with h5py.File(tmp_path / "one.h5") as a, h5py.File(tmp_path / "two.h5") as b:
         assert np.array_equal(a["frames"][:], b["frames"][:])
         assert np.array_equal(a["videos/offset"][:], b["videos/offset"][:])
+        cid = a.attrs["content_id"]
+        assert len(cid) == 32 and b.attrs["content_id"] == cid
+    assert content_id(tmp_path / "one.h5") == content_id(tmp_path / "two.h5") == f"h5:{cid}"
 
 
-def test_truncated_video_is_reported_and_skipped(toy_root, tmp_path):
-    import shutil
+def test_content_id_follows_the_frames(toy_root, tmp_path, settings):
+    """Re-encoding one video with other pixels (same length, fps and path) changes only /frames, and
+    the content id with it."""
+    import decord
 
+    root = tmp_path / "changed"
+    shutil.copytree(toy_root, root)
+    victim = sorted((root / "videos" / "TranslateUp").glob("*.mp4"))[1]
+    vr = decord.VideoReader(str(victim))
+    encode_video(255 - vr.get_batch(list(range(len(vr)))).asnumpy(), victim, TOY["fps"], TOY["gop"], TOY["crf"])
+    extract(settings(), tmp_path / "a.h5", tmp_path / "a.tsv")
+    extract(settings(root), tmp_path / "b.h5", tmp_path / "b.tsv")
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        for key in ("offset", "length", "label", "split", "path", "source_frames", "fps"):
+            assert np.array_equal(a["videos"][key][:], b["videos"][key][:]), key
+        assert not np.array_equal(a["frames"][:], b["frames"][:])
+        cid = b.attrs["content_id"]
+        assert a.attrs["content_id"] != cid
+    assert content_id(tmp_path / "b.h5") == f"h5:{cid}"
+
+
+def test_truncated_video_is_reported_and_skipped(toy_root, tmp_path, settings):
     root = tmp_path / "copy"
     shutil.copytree(toy_root, root)
     victim = sorted((root / "videos" / "TranslateUp").glob("*.mp4"))[0]
@@ -96,11 +134,11 @@ def test_truncated_video_is_reported_and_skipped(toy_root, tmp_path):
     missing.unlink()
     out, rep = tmp_path / "t.h5", tmp_path / "t.tsv"
     with pytest.raises(ExtractionError, match=r"2 of 10 videos failed .* max_failed_fraction 0.05.*t\.tsv"):
-        extract(_settings(root), out, rep)
+        extract(settings(root), out, rep)
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
     assert rep.read_text().count("\n") == 3
 
-    extract(_settings(root, max_failed_fraction=0.5), out, rep)
+    extract(settings(root, max_failed_fraction=0.5), out, rep)
     lines = rep.read_text().splitlines()
     assert lines[0] == "path\treason" and len(lines) == 3
     assert any(str(victim) in ln for ln in lines) and any(str(missing) in ln and "not found" in ln for ln in lines)
@@ -113,20 +151,20 @@ def test_truncated_video_is_reported_and_skipped(toy_root, tmp_path):
         assert np.all(fr.lengths[ok] > 0)
 
 
-def test_cli(toy_root, tmp_path):
+def test_cli(tmp_path, settings):
     import json
 
     from vdc.__main__ import main
 
     out = tmp_path / "c.h5"
     rc = main(["extract", "--out", str(out), "--report", str(tmp_path / "c.tsv"), "--threads", "1",
-               "--settings", json.dumps(_settings(toy_root, max_frames=8))])
+               "--settings", json.dumps(settings(max_frames=8))])
     assert rc == 0
     with Frames(out) as fr:
         assert fr.lengths.max() == 8
 
 
-def test_pyav_fallback_matches_decord(toy_root, tmp_path):
+def test_pyav_fallback_matches_decord(toy_root, tmp_path, settings):
     """decord 0.6 cannot resize to width 48 (a decord bug); those videos go through PyAV, whose
     output matches decord's where both work."""
     import decord
@@ -141,6 +179,6 @@ def test_pyav_fallback_matches_decord(toy_root, tmp_path):
     ref = decord.VideoReader(path, width=40, height=32).get_batch([0, 2, 4]).asnumpy()
     got, _, _ = _pyav_frames(path, (32, 40), [0, 2, 4])
     assert np.abs(got.astype(float) - ref).mean() < 1.0
-    extract(_settings(toy_root, storage_size=[32, 48]), tmp_path / "w.h5", tmp_path / "w.tsv")
+    extract(settings(storage_size=[32, 48]), tmp_path / "w.h5", tmp_path / "w.tsv")
     with Frames(tmp_path / "w.h5") as fr:
         assert fr.frame_shape == (32, 48, 3) and fr.attrs["num_failed"] == 0 and fr.lengths.min() >= 10

@@ -37,6 +37,49 @@ def test_frames_round_trip_and_split_order(tmp_path):
         assert torch.equal(streamed.gather(torch.tensor([0, 1]), idx), mem.gather(torch.tensor([0, 1]), idx))
 
 
+def test_frames_content_id(tmp_path):
+    """write_frames stores the content id of the frames and index it wrote: equal for equal data,
+    different when one pixel or one label differs; vdc.resume.content_id reads it."""
+    import h5py
+
+    from vdc.resume import content_id
+
+    rng = np.random.default_rng(0)
+    vids = _videos(rng, 4)
+
+    def write(name, videos, labels=(0, 1, 0, 1)):
+        write_frames(tmp_path / name, videos, labels=list(labels), splits=[0, 0, 1, 1], classes=["a", "b"])
+        with h5py.File(tmp_path / name) as h5:
+            return h5.attrs["content_id"]
+
+    changed = [v.copy() for v in vids]
+    changed[2][1, 3, 2, 0] ^= 1
+    same = write("a.h5", vids)
+    assert same == write("b.h5", [v.copy() for v in vids])
+    assert len({same, write("c.h5", changed), write("d.h5", vids, labels=(0, 1, 1, 1))}) == 3
+    assert content_id(tmp_path / "a.h5") == f"h5:{same}"
+
+
+def test_truncated_or_foreign_frames_files_are_named_with_the_fix(tmp_path, frames_file):
+    """Frames() reports a truncated copy, a file without /videos or /frames, and a missing file as
+    an InputError naming the file and saying to rerun extract."""
+    import h5py
+
+    data = frames_file.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.h5: cannot read this frames file .*truncated.* rerun the extract stage"):
+        Frames(tmp_path / "cut.h5")
+    for missing in ("frames", "videos"):
+        with h5py.File(frames_file) as src, h5py.File(tmp_path / f"no_{missing}.h5", "w") as dst:
+            for key in src:
+                if key != missing:
+                    src.copy(key, dst)
+        with pytest.raises(InputError, match=rf"no_{missing}\.h5: not a frames file \(no /{missing}.*\); rerun the extract"):
+            Frames(tmp_path / f"no_{missing}.h5")
+    with pytest.raises(InputError, match=r"absent\.h5: frames file not found; rerun the extract stage"):
+        Frames(tmp_path / "absent.h5")
+
+
 def test_condensed_set_round_trip(tmp_path):
     clips = np.random.default_rng(1).random((4, 3, 5, 5, 3)).astype(np.float32)
     cs = CondensedSet(clips=clips, labels=[0, 0, 1, 1], label_logits=np.eye(2)[[0, 0, 1, 1]],
@@ -97,7 +140,7 @@ def test_a_user_error_is_one_or_two_lines_and_exit_code_2(tmp_path, tiny_config)
     res = subprocess.run([sys.executable, "-m", "vdc", "evaluate", "--condensed", str(tmp_path / "cut.h5"),
                           "--frames", str(tmp_path / "f.h5"), "--out", str(tmp_path / "r.json"),
                           "--settings", json.dumps(settings)], capture_output=True, text=True)
-    err = [line for line in res.stderr.splitlines() if "vdc" in line and "error" in line]
+    err = [line for line in res.stderr.splitlines() if line.startswith("vdc evaluate: error:")]
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert len(err) == 1 and "cut.h5" in err[0] and "condense" in err[0]
 

@@ -24,6 +24,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
 
 
+def bench_settings(root: Path, args: argparse.Namespace) -> dict:
+    """The toy and extract settings of the benchmark dataset, defaults filled by the config schema
+    (the same values a study's toy dataset gets: max_frames 64, frame_stride 1, ...)."""
+    from vdc.config import stage_settings, validate_config
+
+    toy = {"classes": args.classes, "train_per_class": args.per_class, "test_per_class": max(1, args.per_class // 2),
+           "size": list(args.size), "seed": 0}
+    dataset = {"format": "toy", "video_root": str(root / "videos"), "annotations": str(root / "ucfTrainTestlist"),
+               "toy": toy, "storage_size": list(args.storage_size or args.size), "input_size": 16,
+               "max_failed_fraction": 0.0}
+    cfg = validate_config({"study": {"datasets": ["bench"], "methods": ["random"]}, "methods": {"random": {}},
+                           "datasets": {"bench": dataset}})
+    return stage_settings(cfg, "extract", "bench")
+
+
 def main(args: argparse.Namespace) -> int:
     import h5py
     import numpy as np
@@ -32,18 +47,14 @@ def main(args: argparse.Namespace) -> int:
     from vdc.data.toy import generate
 
     root = Path(args.root)
-    toy = {"classes": args.classes, "train_per_class": args.per_class, "test_per_class": max(1, args.per_class // 2),
-           "size": list(args.size), "seed": 0}
+    settings = bench_settings(root, args)
+    toy = settings["dataset"]["toy"]
     stamp = root / "bench_settings.json"
     if not ((root / "ucfTrainTestlist" / "classInd.txt").exists() and stamp.exists()
             and json.loads(stamp.read_text()) == toy):
         print(f"generating the toy dataset under {root} ...", flush=True)
-        generate(root, {"dataset": {"toy": toy}}, workers=max(args.workers))
+        generate(root, settings, workers=max(args.workers))
         stamp.write_text(json.dumps(toy))
-    settings = {"dataset": {"name": "bench", "format": "toy", "video_root": str(root / "videos"),
-                            "annotations": str(root / "ucfTrainTestlist"),
-                            "storage_size": list(args.storage_size or args.size), "max_frames": 64, "frame_stride": 1,
-                            "max_failed_fraction": 0.0}}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         first = None

@@ -3,20 +3,30 @@
 ``python -m vdc extract --out results/frames/<ds>.h5 --report results/frames/<ds>.failed.tsv
 [--threads N] --config config.yaml --dataset <ds>``
 
-1. :func:`vdc.data.ingest.read_manifest` lists the split's videos (train first, then test).
-2. Pass 1 (probe): open every video with decord and read its frame count and fps, and decode its
-   last kept frame (catches truncated files whose header promises more than they hold). Videos
-   decord cannot read are decoded with PyAV instead (decord 0.6 fails to resize to some widths).
-3. Allocate one contiguous uncompressed ``/frames`` [F, H, W, 3] uint8 for all kept frames.
-4. Pass 2 (decode): decode each video's kept frames, resized during decoding to ``storage_size``
-   [H, W] (no aspect ratio kept), and stream them into ``/frames`` in manifest order. Only a few
-   videos are in memory at a time.
+:func:`extract` runs these steps, one function each:
+
+1. :func:`list_videos`: :func:`vdc.data.ingest.read_manifest` lists the split's videos (train first,
+   then test).
+2. :func:`probe_pass` (pass 1): open every video with decord and read its frame count and fps, and
+   decode its last kept frame (catches truncated files whose header promises more than they hold).
+   Videos decord cannot read are decoded with PyAV instead (decord 0.6 fails to resize to some widths).
+3. :func:`plan_kept_frames`: the source frames each video keeps; their total is the size of one
+   contiguous uncompressed ``/frames`` [F, H, W, 3] uint8, allocated up front.
+4. :func:`decode_pass` (pass 2): decode each video's kept frames, resized during decoding to
+   ``storage_size`` [H, W] (no aspect ratio kept), and stream them into ``/frames`` in manifest order
+   through :class:`vdc.data.frames.FramesWriter`, which hashes them on the way (a 14 GB file is
+   hashed in the same single pass, never re-read). Only a few videos are in memory at a time.
+5. :func:`write_index_and_attrs`: ``/videos``, ``/classes``, the ``content_id`` attribute (hash of the
+   frames and index written, vdc/data/frames.py) and the extraction's attributes.
+6. :func:`_write_report` and the summary: the failure report and a log line.
 
 Kept frames: every ``frame_stride``-th source frame, then, if more than ``max_frames`` remain, a
 uniform subsample of ``max_frames`` of them (first and last included).
 
 Decoding runs in ``--threads`` worker processes (decord holds the GIL, so threads do not scale);
 the output order is the manifest order whatever the number of workers, so the file is identical.
+Both passes report through :class:`vdc.progress.Progress` (videos done / total, rate, ETA, failures)
+at least every 30 s in the log, with a bar on a terminal.
 
 A video that fails in either pass is listed in the report TSV (header ``path<TAB>reason``, always
 written) and stored with length 0 and split -1. If failed / total exceeds
@@ -30,17 +40,23 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import os
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
 
+from vdc import __version__
+from vdc.data.frames import SPLITS, FramesWriter
 from vdc.data.ingest import VideoRecord, read_manifest
 from vdc.errors import InputError
+from vdc.progress import Progress
 from vdc.utils import atomic_path
 
 log = logging.getLogger("vdc.extract")
@@ -50,7 +66,7 @@ class ExtractionError(InputError):
     """Too many videos failed to decode (or nothing could be read)."""
 
 
-def kept_indices(num_frames: int, frame_stride: int = 1, max_frames: int = 64) -> np.ndarray:
+def kept_indices(num_frames: int, frame_stride: int, max_frames: int) -> np.ndarray:
     """Source frame indices kept from a video of ``num_frames`` frames: every ``frame_stride``-th,
     then uniformly subsampled down to ``max_frames``. int64 [n], ascending, n <= max_frames."""
     idx = np.arange(0, num_frames, frame_stride, dtype=np.int64)
@@ -153,119 +169,149 @@ def ordered_map(fn: Callable, jobs: Iterable, executor: Executor | None, window:
 def extract(settings: dict, out: str | os.PathLike, report: str | os.PathLike, workers: int = 1) -> dict:
     """Write the frames HDF5 ``out`` and the failure report ``report`` for ``settings["dataset"]``.
     Returns a summary {"videos", "failed", "frames", "bytes", "seconds"}."""
-    import time
-
-    from tqdm import tqdm
-
-    import vdc
-
     t0 = time.time()
     ds = settings["dataset"]
+    classes, records, paths = list_videos(ds)
+    failed: dict[int, str] = {}  # video -> reason, filled by both passes
+    with _worker_pool(workers) as pool:
+        probed = probe_pass(ds, paths, pool, workers, failed)
+        _check_failures(ds, failed, paths, report)
+        kept = plan_kept_frames(ds, probed.source_frames, failed)
+        with atomic_path(out, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as h5:
+            writer = FramesWriter(h5, rows=sum(len(k) for k in kept), frame_size=_storage_size(ds))
+            offsets, lengths = decode_pass(ds, writer, paths, kept, probed.decoder, pool, workers, failed)
+            _check_failures(ds, failed, paths, report)
+            write_index_and_attrs(ds, writer, classes, records, probed, offsets, lengths, failed)
+    _write_report(report, paths, failed)
+    return _summary(out, ds, records, failed, lengths, time.time() - t0)
+
+
+@dataclass
+class Probed:
+    """What pass 1 found, per video in manifest order (zeros and "" for a video that failed the probe)."""
+
+    source_frames: np.ndarray  # int64 [N] frames in the source video
+    fps: np.ndarray            # float32 [N]
+    decoder: list[str]         # "decord" or "pyav"
+
+
+def list_videos(ds: dict) -> tuple[list[str], list[VideoRecord], list[str]]:
+    """Step 1: (class names, the split's videos (train first, then test), their file paths)."""
     classes, records = read_manifest(ds)
     if not records:
-        raise ExtractionError(f"dataset '{ds.get('name')}': the annotations list no videos")
+        raise ExtractionError(f"dataset '{ds['name']}': the annotations list no videos")
     root = Path(ds["video_root"])
-    size = tuple(int(x) for x in ds["storage_size"])
-    stride, max_frames = int(ds.get("frame_stride", 1)), int(ds.get("max_frames", 64))
-    paths = [str(root / r.path) for r in records]
-    failed: dict[int, str] = {}
-
-    executor = ProcessPoolExecutor(workers) if workers > 1 else None
-    try:
-        # pass 1: frame counts
-        n_src = np.zeros(len(records), np.int64)
-        fps = np.zeros(len(records), np.float32)
-        decoder = [""] * len(records)
-        jobs = ((p, size, stride, max_frames) for p in paths)
-        for i, (n, f, dec, err) in enumerate(tqdm(ordered_map(probe_video, jobs, executor, 4 * workers),
-                                                  total=len(paths), desc="probe", disable=None)):
-            n_src[i], fps[i], decoder[i] = n, f, dec
-            if err:
-                failed[i] = err
-        if decoder.count("pyav"):
-            log.info("%d videos are decoded with PyAV (decord could not read them)", decoder.count("pyav"))
-        idx = [kept_indices(int(n), stride, max_frames) if i not in failed else np.zeros(0, np.int64)
-               for i, n in enumerate(n_src)]
-        total_rows = int(sum(len(x) for x in idx))
-        _check_failures(ds, failed, records, paths, report)
-
-        lengths = np.zeros(len(records), np.int32)
-        offsets = np.zeros(len(records), np.int64)
-        with atomic_path(out, suffix=".h5.tmp") as tmp:
-            with h5py.File(tmp, "w") as h5:
-                data = h5.create_dataset("frames", shape=(total_rows, *size, 3), dtype=np.uint8)
-                # pass 2: decode and stream in manifest order
-                todo = [i for i in range(len(records)) if i not in failed]
-                jobs = ((paths[i], size, idx[i], decoder[i]) for i in todo)
-                row = 0
-                for i, (frames, err) in zip(todo, tqdm(ordered_map(decode_video, jobs, executor, 2 * workers),
-                                                       total=len(todo), desc="decode", disable=None)):
-                    offsets[i] = row
-                    if err:
-                        failed[i] = err
-                        continue
-                    data[row:row + len(frames)] = frames
-                    lengths[i] = len(frames)
-                    row += len(frames)
-                _check_failures(ds, failed, records, paths, report)
-                split = np.array([0 if r.split == "train" else 1 for r in records], np.int8)
-                split[list(failed)] = -1
-                _write_index(h5, records, classes, offsets, lengths, split, n_src, fps)
-                ok_train = (split == 0)
-                attrs = {
-                    "dataset": ds.get("name", ""), "format": ds["format"], "storage_size": list(size),
-                    "max_frames": max_frames, "frame_stride": stride, "video_root": str(ds["video_root"]),
-                    "annotations": str(ds["annotations"]), "split_number": int(ds.get("split", 1)),
-                    "num_classes": len(classes), "num_videos": len(records), "num_failed": len(failed),
-                    "vdc_version": vdc.__version__,
-                    "mean_source_frames_train": float(n_src[ok_train].mean()) if ok_train.any() else 0.0,
-                    "mean_source_frames_test": float(n_src[split == 1].mean()) if (split == 1).any() else 0.0,
-                }
-                for k, v in attrs.items():
-                    h5.attrs[k] = v
-                if row < total_rows:
-                    log.warning("%d rows of /frames are unused (videos that failed during decoding)", total_rows - row)
-    finally:
-        if executor is not None:
-            executor.shutdown()
-    _write_report(report, [(paths[i], failed[i]) for i in sorted(failed)])
-    secs = time.time() - t0
-    nbytes = int(lengths.sum()) * int(np.prod(size)) * 3
-    log.info("%s: %d videos (%d failed), %d frames, %.1f MB in %.1f s", out, len(records), len(failed),
-             int(lengths.sum()), nbytes / 1e6, secs)
-    return {"videos": len(records), "failed": len(failed), "frames": int(lengths.sum()), "bytes": nbytes,
-            "seconds": secs}
+    return classes, records, [str(root / r.path) for r in records]
 
 
-def _write_index(h5, records: list[VideoRecord], classes, offsets, lengths, split, n_src, fps) -> None:
-    str_dt = h5py.string_dtype()
-    g = h5.create_group("videos")
-    g["offset"] = offsets.astype(np.int64)
-    g["length"] = lengths.astype(np.int32)
-    g["label"] = np.array([r.label for r in records], np.int32)
-    g["split"] = split
-    g.create_dataset("path", data=[r.path for r in records], dtype=str_dt)
-    g["source_frames"] = n_src.astype(np.int32)
-    g["fps"] = fps.astype(np.float32)
-    h5.create_dataset("classes", data=list(classes), dtype=str_dt)
+def probe_pass(ds: dict, paths: list[str], pool: Executor | None, workers: int, failed: dict[int, str]) -> Probed:
+    """Step 2 (pass 1): frame count, fps and decoder of every video (:func:`probe_video`); the videos
+    that cannot be read are added to ``failed``."""
+    n = len(paths)
+    probed = Probed(np.zeros(n, np.int64), np.zeros(n, np.float32), [""] * n)
+    jobs = ((p, _storage_size(ds), int(ds["frame_stride"]), int(ds["max_frames"])) for p in paths)
+    progress = Progress(n, f"extract {ds['name']} probe", log, unit="video")
+    for i, (frames, fps, decoder, err) in enumerate(ordered_map(probe_video, jobs, pool, 4 * workers)):
+        probed.source_frames[i], probed.fps[i], probed.decoder[i] = frames, fps, decoder
+        if err:
+            failed[i] = err
+        progress.update(failed=len(failed))
+    progress.close()
+    if probed.decoder.count("pyav"):
+        log.info("%d videos are decoded with PyAV (decord could not read them)", probed.decoder.count("pyav"))
+    return probed
 
 
-def _write_report(report, rows) -> None:
+def plan_kept_frames(ds: dict, source_frames: np.ndarray, failed: dict[int, str]) -> list[np.ndarray]:
+    """Step 3: the source frame indices each video keeps (:func:`kept_indices`; none for a failed video)."""
+    stride, max_frames = int(ds["frame_stride"]), int(ds["max_frames"])
+    return [np.zeros(0, np.int64) if i in failed else kept_indices(int(n), stride, max_frames)
+            for i, n in enumerate(source_frames)]
+
+
+def decode_pass(ds: dict, writer: FramesWriter, paths: list[str], kept: list[np.ndarray], decoder: list[str],
+                pool: Executor | None, workers: int, failed: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4 (pass 2): decode the kept frames of every video that passed the probe
+    (:func:`decode_video`) and stream them into ``/frames`` in manifest order. Returns (offsets
+    int64 [N], lengths int32 [N]); a video that fails here is added to ``failed`` and keeps length 0
+    and the offset where it would have started."""
+    offsets, lengths = np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int32)
+    todo = [i for i in range(len(paths)) if i not in failed]
+    jobs = ((paths[i], _storage_size(ds), kept[i], decoder[i]) for i in todo)
+    progress = Progress(len(todo), f"extract {ds['name']} decode", log, unit="video")
+    for i, (frames, err) in zip(todo, ordered_map(decode_video, jobs, pool, 2 * workers)):
+        offsets[i] = writer.row
+        if err:
+            failed[i] = err
+        else:
+            writer.append(frames)
+            lengths[i] = len(frames)
+        progress.update(failed=len(failed))
+    progress.close()
+    unused = writer.frames.shape[0] - writer.row
+    if unused:
+        log.warning("%d rows of /frames are unused (videos that failed during decoding)", unused)
+    return offsets, lengths
+
+
+def write_index_and_attrs(ds: dict, writer: FramesWriter, classes: list[str], records: list[VideoRecord],
+                          probed: Probed, offsets: np.ndarray, lengths: np.ndarray, failed: dict[int, str]) -> None:
+    """Step 5: ``/videos``, ``/classes`` and ``content_id`` (:meth:`FramesWriter.write_index`), then the
+    attributes of the extraction (layout in vdc/data/frames.py)."""
+    split = np.array([SPLITS[r.split] for r in records], np.int8)
+    split[list(failed)] = -1
+    writer.write_index(offsets, lengths, labels=[r.label for r in records], split=split,
+                       paths=[r.path for r in records], source_frames=probed.source_frames, fps=probed.fps,
+                       classes=classes)
+    n_src = probed.source_frames
+    attrs = {
+        "dataset": ds["name"], "format": ds["format"], "storage_size": list(_storage_size(ds)),
+        "max_frames": int(ds["max_frames"]), "frame_stride": int(ds["frame_stride"]),
+        "video_root": str(ds["video_root"]), "annotations": str(ds["annotations"]), "split_number": int(ds["split"]),
+        "num_classes": len(classes), "num_videos": len(records), "num_failed": len(failed),
+        "vdc_version": __version__,
+        "mean_source_frames_train": float(n_src[split == 0].mean()) if (split == 0).any() else 0.0,
+        "mean_source_frames_test": float(n_src[split == 1].mean()) if (split == 1).any() else 0.0,
+    }
+    for k, v in attrs.items():
+        writer.h5.attrs[k] = v
+
+
+def _summary(out, ds: dict, records: list, failed: dict[int, str], lengths: np.ndarray, secs: float) -> dict:
+    """Step 6: the log line and the summary extract() returns."""
+    frames = int(lengths.sum())
+    nbytes = frames * int(np.prod(_storage_size(ds))) * 3
+    log.info("%s: %d videos (%d failed), %d frames, %.1f MB in %.1f s", out, len(records), len(failed), frames,
+             nbytes / 1e6, secs)
+    return {"videos": len(records), "failed": len(failed), "frames": frames, "bytes": nbytes, "seconds": secs}
+
+
+def _storage_size(ds: dict) -> tuple[int, int]:
+    return tuple(int(x) for x in ds["storage_size"])
+
+
+def _worker_pool(workers: int):
+    """A pool of ``workers`` decoding processes (shut down on exit), or no pool (None) for one worker."""
+    return ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext()
+
+
+def _write_report(report, paths: list[str], failed: dict[int, str]) -> None:
     with atomic_path(report, suffix=".tsv.tmp") as tmp:
         with open(tmp, "w") as fh:
             fh.write("path\treason\n")
-            for p, why in rows:
-                fh.write(f"{p}\t{why.replace(chr(9), ' ')}\n")
+            for i in sorted(failed):
+                fh.write(f"{paths[i]}\t{failed[i].replace(chr(9), ' ')}\n")
 
 
-def _check_failures(ds, failed, records, paths, report) -> None:
-    limit = float(ds.get("max_failed_fraction", 0.05))
-    if failed and len(failed) / len(records) > limit:
-        _write_report(report, [(paths[i], failed[i]) for i in sorted(failed)])
+def _check_failures(ds: dict, failed: dict[int, str], paths: list[str], report) -> None:
+    """Stop (after writing the report) when more than ``max_failed_fraction`` of the videos failed."""
+    limit = float(ds["max_failed_fraction"])
+    if failed and len(failed) / len(paths) > limit:
+        _write_report(report, paths, failed)
         example = next(iter(sorted(failed)))
         raise ExtractionError(
-            f"dataset '{ds.get('name')}': {len(failed)} of {len(records)} videos failed to decode "
-            f"({len(failed) / len(records):.1%} > max_failed_fraction {limit:g}); see {report} "
+            f"dataset '{ds['name']}': {len(failed)} of {len(paths)} videos failed to decode "
+            f"({len(failed) / len(paths):.1%} > max_failed_fraction {limit:g}); see {report} "
             f"(e.g. {paths[example]}: {failed[example]}). Check dataset.video_root and the video files, "
             f"or raise max_failed_fraction.")
 

@@ -14,12 +14,21 @@ Layout of ``results/frames/<dataset>.h5`` (see README, "File formats")::
     /videos/fps         float32 [N]
     /classes            str    [K]
     attrs: dataset, format, storage_size [H, W], max_frames, frame_stride, video_root, annotations,
-           num_classes, num_failed, vdc_version
+           split_number, num_classes, num_videos, num_failed, vdc_version, mean_source_frames_{train,test},
+           content_id
 
 Video ids are row numbers of ``/videos/*``; condensed sets point back at them.
+
+``content_id`` identifies the data (vdc/resume.py ties checkpoints to it): the :class:`vdc.resume.ContentHasher`
+digest of, in this order, the shape of ``/frames``, the frames of each stored video in row order (one
+update per video, as the writer streams them), then ``/videos/{offset, length, label, split, path,
+source_frames, fps}`` and ``/classes``. The other attributes (paths, version) are not part of it, so
+equal frames and index give equal ids wherever and by whichever vdc version they were written.
+Both writers, the ``extract`` stage and :func:`write_frames`, go through :class:`FramesWriter`.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +36,14 @@ from typing import Sequence
 import h5py
 import numpy as np
 
+from vdc.errors import h5_dataset, open_h5
+from vdc.resume import CONTENT_ID_ATTR, ContentHasher
+
 SPLITS = {"train": 0, "test": 1}
+WHAT = "frames file"
+FIX = "rerun the extract stage (snakemake frames, or python -m vdc extract)"
+INDEX = ("videos/offset", "videos/length", "videos/label", "videos/split", "videos/path", "videos/source_frames",
+         "videos/fps", "classes")
 
 
 class Frames:
@@ -35,18 +51,21 @@ class Frames:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: frames file not found; run the extract stage (snakemake frames)")
-        self._h5 = h5py.File(self.path, "r")
-        v = self._h5["videos"]
-        self.offsets = v["offset"][:].astype(np.int64)
-        self.lengths = v["length"][:].astype(np.int64)
-        self.labels = v["label"][:].astype(np.int64)
-        self.split = v["split"][:].astype(np.int8)
-        self.paths = [p.decode() if isinstance(p, bytes) else p for p in v["path"][:]]
-        self.classes = [c.decode() if isinstance(c, bytes) else c for c in self._h5["classes"][:]]
+        self._h5 = open_h5(self.path, WHAT, FIX)  # missing / truncated / not HDF5: InputError naming the file
+        try:
+            frames = h5_dataset(self._h5, "frames", self.path, WHAT, FIX)
+            v = {key: h5_dataset(self._h5, key, self.path, WHAT, FIX)[:] for key in INDEX}
+        except BaseException:
+            self._h5.close()
+            raise
+        self.offsets = v["videos/offset"].astype(np.int64)
+        self.lengths = v["videos/length"].astype(np.int64)
+        self.labels = v["videos/label"].astype(np.int64)
+        self.split = v["videos/split"].astype(np.int8)
+        self.paths = [p.decode() if isinstance(p, bytes) else p for p in v["videos/path"]]
+        self.classes = [c.decode() if isinstance(c, bytes) else c for c in v["classes"]]
         self.attrs = dict(self._h5.attrs)
-        self.frame_shape = tuple(self._h5["frames"].shape[1:])
+        self.frame_shape = tuple(frames.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -153,6 +172,54 @@ def load_bank(frames: Frames, split: str, device, max_bytes: float = 8e9, ids: n
                      labels=t(frames.labels[ids]), ids=torch.as_tensor(ids, dtype=torch.long))
 
 
+class FramesWriter:
+    """Writes the layout above into an open, empty HDF5 file and computes its ``content_id`` on the way.
+
+    ``/frames`` [rows, H, W, 3] uint8 is allocated up front; :meth:`append` streams one video at a
+    time into the next free rows (and hashes it: no second read of the file), :meth:`write_index`
+    writes ``/videos`` and ``/classes``, hashes them and stores the ``content_id`` attribute."""
+
+    def __init__(self, h5: h5py.File, rows: int, frame_size: Sequence[int]):
+        self.h5 = h5
+        self.frames = h5.create_dataset("frames", shape=(int(rows), *map(int, frame_size), 3), dtype=np.uint8)
+        self.row = 0                      # next free row of /frames
+        self.hasher = ContentHasher()
+        self.hasher.update_text("frames", str(self.frames.shape))
+
+    def append(self, video: np.ndarray) -> int:
+        """Write uint8 [n, H, W, 3] at the next free rows; returns its first row (its offset)."""
+        video = np.ascontiguousarray(video, dtype=np.uint8)
+        offset = self.row
+        self.frames[offset:offset + len(video)] = video
+        self.hasher.update("video", video)
+        self.row += len(video)
+        return offset
+
+    def write_index(self, offsets, lengths, labels, split, paths: Sequence[str], source_frames, fps,
+                    classes: Sequence[str]) -> str:
+        """Write ``/videos/*`` and ``/classes`` (dtypes of the layout) and the ``content_id`` attribute;
+        returns the content id."""
+        videos = self.h5.create_group("videos")
+        columns = {"offset": np.asarray(offsets, np.int64), "length": np.asarray(lengths, np.int32),
+                   "label": np.asarray(labels, np.int32), "split": np.asarray(split, np.int8), "path": list(paths),
+                   "source_frames": np.asarray(source_frames, np.int32), "fps": np.asarray(fps, np.float32)}
+        for name, column in columns.items():
+            self._put(videos, name, column)
+        self._put(self.h5, "classes", list(classes))
+        cid = self.hasher.hexdigest()
+        self.h5.attrs[CONTENT_ID_ATTR] = cid
+        return cid
+
+    def _put(self, group, name: str, data) -> None:
+        """One dataset of the index, hashed as written (a list is a column of strings)."""
+        if isinstance(data, list):
+            group.create_dataset(name, data=data, dtype=h5py.string_dtype())
+            self.hasher.update_text(name, json.dumps(data))
+        else:
+            group[name] = data
+            self.hasher.update(name, data)
+
+
 def write_frames(path: str | Path, videos: Sequence[np.ndarray], labels: Sequence[int], splits: Sequence[int],
                  classes: Sequence[str], paths: Sequence[str] | None = None, attrs: dict | None = None) -> None:
     """Write a small in-memory set of videos in the frames layout (tests, tools). Videos are
@@ -160,23 +227,14 @@ def write_frames(path: str | Path, videos: Sequence[np.ndarray], labels: Sequenc
     order = sorted(range(len(videos)), key=lambda i: ({0: 0, 1: 1}.get(splits[i], 2), i))
     vids = [videos[i] for i in order]
     lengths = np.array([len(v) for v in vids], np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     shape = next((v.shape[1:] for v in vids if len(v)), (8, 8, 3))
     paths = list(paths) if paths is not None else [f"video_{i:05d}.mp4" for i in range(len(videos))]
-    str_dt = h5py.string_dtype()
     with h5py.File(path, "w") as h5:
-        nonempty = [v for v in vids if len(v)]
-        data = np.concatenate(nonempty) if nonempty else np.zeros((0, *shape), np.uint8)
-        h5.create_dataset("frames", data=data.astype(np.uint8))
-        g = h5.create_group("videos")
-        g["offset"] = offsets
-        g["length"] = lengths
-        g["label"] = np.array([labels[i] for i in order], np.int32)
-        g["split"] = np.array([splits[i] for i in order], np.int8)
-        g.create_dataset("path", data=[paths[i] for i in order], dtype=str_dt)
-        g["source_frames"] = lengths.copy()
-        g["fps"] = np.full(len(vids), 25.0, np.float32)
-        h5.create_dataset("classes", data=list(classes), dtype=str_dt)
+        writer = FramesWriter(h5, rows=int(lengths.sum()), frame_size=shape[:2])
+        offsets = [writer.append(v) if len(v) else writer.row for v in vids]
+        writer.write_index(offsets, lengths, labels=[labels[i] for i in order], split=[splits[i] for i in order],
+                           paths=[paths[i] for i in order], source_frames=lengths,
+                           fps=np.full(len(vids), 25.0, np.float32), classes=classes)
         a = {"dataset": "test", "format": "memory", "storage_size": list(shape[:2]), "max_frames": int(lengths.max(initial=0)),
              "frame_stride": 1, "num_classes": len(classes), "num_failed": int(sum(1 for s in splits if s not in (0, 1)))}
         a.update(attrs or {})
