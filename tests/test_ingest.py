@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from vdc.config import stage_settings
 from vdc.data.ingest import AnnotationError, VideoRecord, annotation_files, read_manifest
 
 
@@ -130,11 +131,16 @@ def _k400(tmp_path, extra=""):
     _write(ann / "train.csv", "label,youtube_id,time_start,time_end,split\n"
            "abseiling,--Ntc6nrqJo,32,42,train\n\"tying bow tie\",-0A6e8Xl0kU,0,10,train\n" + extra)
     _write(ann / "validate.csv", "label,youtube_id,time_start,time_end,split\nabseiling,0wR5jVB-WPk,417,427,val\n")
-    return {"format": "k400", "annotations": str(ann), "video_root": "k400", "split": 1}
+    return {"format": "k400", "annotations": str(ann), "video_root": "k400", "split": 1, "k400_layout": "flat"}
 
 
-def test_k400_layouts(tmp_path):
-    classes, recs = read_manifest(_k400(tmp_path))
+def test_k400_layouts(tmp_path, tiny_config):
+    # the layout the schema fills in when the config does not say
+    k400 = {**_k400(tmp_path), "storage_size": [32, 32], "input_size": 16}
+    del k400["k400_layout"]
+    ds = stage_settings(tiny_config(datasets={"k400": k400}), "extract", "k400")["dataset"]
+    assert ds["k400_layout"] == "flat"
+    classes, recs = read_manifest(ds)
     assert classes == ["abseiling", "tying bow tie"]
     assert [(r.path, r.label, r.split) for r in recs] == [("train/--Ntc6nrqJo_000032_000042.mp4", 0, "train"),
                                                           ("train/-0A6e8Xl0kU_000000_000010.mp4", 1, "train"),
@@ -154,7 +160,7 @@ def test_list_format(tmp_path):
     ann = tmp_path / "lists"
     _write(ann / "train.txt", "a/x 1.mp4 0\nb/y.mp4 1\n")
     _write(ann / "test.txt", "b/z.mp4 1\n")
-    ds = {"format": "list", "annotations": str(ann), "video_root": "v"}
+    ds = {"format": "list", "annotations": str(ann), "video_root": "v", "split": 1}
     classes, recs = read_manifest(ds)
     assert classes == ["class_000", "class_001"]
     assert [(r.path, r.label, r.split) for r in recs] == [("a/x 1.mp4", 0, "train"), ("b/y.mp4", 1, "train"),

@@ -2,16 +2,19 @@
 import numpy as np
 import pytest
 
+from vdc.config import SCHEMA_PATH
 from vdc.data.ingest import read_manifest
-from vdc.data.toy import CLASSES, generate, motion, render_video, video_name
+from vdc.data.toy import CLASSES, check_layout, generate, motion, render_video, video_name
+from vdc.errors import ConfigError
 
 TINY = {"classes": 3, "train_per_class": 2, "test_per_class": 1, "min_frames": 8, "max_frames": 12,
         "size": [32, 32], "fps": 25, "gop": 4, "crf": 18, "seed": 0}
 
 
 def _settings(root, **toy):
+    """Stage settings of a toy dataset at ``root`` (the keys toy.py and read_manifest read; TINY is complete)."""
     return {"dataset": {"name": "toy", "format": "toy", "video_root": str(root / "videos"),
-                        "annotations": str(root / "ucfTrainTestlist"), "toy": {**TINY, **toy}}}
+                        "annotations": str(root / "ucfTrainTestlist"), "split": 1, "toy": {**TINY, **toy}}}
 
 
 def _decode_all(root):
@@ -94,8 +97,24 @@ def test_generate_layout_and_determinism(tmp_path):
 
 
 def test_generate_rejects_bad_settings(tmp_path):
-    with pytest.raises(ValueError, match="toy.classes"):
+    with pytest.raises(ConfigError, match="toy.classes"):
         generate(tmp_path, _settings(tmp_path, classes=len(CLASSES) + 1))
-    with pytest.raises(ValueError, match="even height and width"):
+    with pytest.raises(ConfigError, match="even height and width"):
         generate(tmp_path, _settings(tmp_path, size=[33, 32]))
-    assert not (tmp_path / "ucfTrainTestlist" / "classInd.txt").exists()
+    with pytest.raises(ConfigError, match=r"toy.min_frames \(13\) > toy.max_frames \(12\)"):
+        generate(tmp_path, _settings(tmp_path, min_frames=13))
+    assert not (tmp_path / "ucfTrainTestlist").exists() and not (tmp_path / "videos").exists()
+
+
+def test_schema_allows_as_many_classes_as_the_toy_has():
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert schema["definitions"]["dataset"]["properties"]["toy"]["properties"]["classes"]["maximum"] == len(CLASSES)
+
+
+def test_toy_layout_is_checked(tmp_path):
+    settings = _settings(tmp_path / "root")
+    check_layout(tmp_path / "root", settings)
+    with pytest.raises(ConfigError, match=r"video_root is .*root/videos.* set video_root: .*elsewhere/videos"):
+        check_layout(tmp_path / "elsewhere", settings)

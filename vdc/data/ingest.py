@@ -64,7 +64,7 @@ def _bad(path: Path, no: int, expected: str, got: str) -> AnnotationError:
 
 # ------------------------------------------------------------------------------------ UCF101 / toy
 
-def read_ucf101(annotations: str | Path, split: int = 1):
+def read_ucf101(annotations: str | Path, split: int):
     ann = Path(annotations)
     classes: list[str] = []
     f = ann / "classInd.txt"
@@ -109,7 +109,7 @@ def read_ucf101(annotations: str | Path, split: int = 1):
 _HMDB_RE = re.compile(r"^(.+)_test_split([0-9])\.txt$")
 
 
-def read_hmdb51(annotations: str | Path, split: int = 1):
+def read_hmdb51(annotations: str | Path, split: int):
     ann = Path(annotations)
     if not ann.is_dir():
         raise AnnotationError(f"{ann}: not a folder; dataset.annotations must be the testTrainMulti_7030_splits folder")
@@ -146,7 +146,7 @@ def _load_json(path: Path):
         raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
 
 
-def read_ssv2(annotations: str | Path, split: int = 1):
+def read_ssv2(annotations: str | Path, split: int):
     ann = Path(annotations)
     if split != 1:
         raise AnnotationError(f"dataset.split = {split}: Something-Something v2 has one split (train/validation); set split: 1")
@@ -184,7 +184,7 @@ def read_ssv2(annotations: str | Path, split: int = 1):
 K400_SPLIT_DIRS = {"train": "train", "test": "val"}
 
 
-def read_k400(annotations: str | Path, split: int = 1, layout: str = "flat"):
+def read_k400(annotations: str | Path, split: int, layout: str):
     ann = Path(annotations)
     if split != 1:
         raise AnnotationError(f"dataset.split = {split}: Kinetics-400 has one split (train/validate); set split: 1")
@@ -231,7 +231,7 @@ def read_k400(annotations: str | Path, split: int = 1, layout: str = "flat"):
 
 # ------------------------------------------------------------------------------------ generic list
 
-def read_list(annotations: str | Path, split: int = 1):
+def read_list(annotations: str | Path, split: int):
     ann = Path(annotations)
     parsed = {}
     for split_name in ("train", "test"):
@@ -262,13 +262,14 @@ READERS = {"ucf101": read_ucf101, "toy": read_ucf101, "hmdb51": read_hmdb51, "ss
 
 
 def read_manifest(dataset: dict):
-    """(classes, records) of a dataset settings dict (``settings["dataset"]``): records of the
-    configured split, train records first then test, each in annotation-file order."""
+    """(classes, records) of a dataset settings dict (``settings["dataset"]``, with the schema's
+    defaults filled: split, k400_layout): records of the configured split, train records first then
+    test, each in annotation-file order."""
     fmt = dataset["format"]
     if fmt not in READERS:
         raise AnnotationError(f"dataset.format '{fmt}': expected one of {', '.join(READERS)}")
-    kw = {"layout": dataset.get("k400_layout", "flat")} if fmt == "k400" else {}
-    classes, records = READERS[fmt](dataset["annotations"], int(dataset.get("split", 1)), **kw)
+    kw = {"layout": dataset["k400_layout"]} if fmt == "k400" else {}
+    classes, records = READERS[fmt](dataset["annotations"], int(dataset["split"]), **kw)
     records = [r for r in records if r.split == "train"] + [r for r in records if r.split == "test"]
     return classes, records
 
@@ -277,7 +278,7 @@ def annotation_files(dataset: dict) -> list[str]:
     """The annotation files (or, for hmdb51, the folder) the manifest is read from: the extract
     rule's inputs."""
     ann = Path(dataset["annotations"])
-    n = int(dataset.get("split", 1))
+    n = int(dataset["split"])
     fmt = dataset["format"]
     if fmt in ("ucf101", "toy"):
         names = ["classInd.txt", f"trainlist{n:02d}.txt", f"testlist{n:02d}.txt"]

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vdc.errors import ConfigError
+
 log = logging.getLogger("vdc.toy")
 
 # Class names in UCF101 style (CamelCase) and the motion each one means. The first 10 are the default.
@@ -57,9 +59,6 @@ CLASSES = [
 ]
 MAX_CLASSES = len(CLASSES)
 CLIPS_PER_GROUP = 4
-
-TOY_DEFAULTS = {"classes": 10, "train_per_class": 12, "test_per_class": 6, "min_frames": 24, "max_frames": 64,
-                "size": [64, 64], "fps": 25, "gop": 8, "crf": 18, "seed": 0}
 
 
 # ----------------------------------------------------------------------------------------- shapes
@@ -214,17 +213,11 @@ def motion(class_name: str, rng: np.random.Generator, t: int, h: int, w: int):
     return cx, cy, th, s
 
 
-def toy_settings(settings: dict) -> dict:
-    """The toy section of a stage's settings with defaults filled in."""
-    return {**TOY_DEFAULTS, **settings.get("dataset", {}).get("toy", {})}
-
-
-def render_video(class_id: int, rng: np.random.Generator, settings: dict) -> np.ndarray:
+def render_video(class_id: int, rng: np.random.Generator, toy: dict) -> np.ndarray:
     """Render one video of class ``class_id``: uint8 [T, H, W, 3], T in [min_frames, max_frames].
 
-    ``settings`` is a stage settings dict (``settings["dataset"]["toy"]``) or the toy section itself.
-    Pure function of (class_id, the state of rng, settings)."""
-    toy = toy_settings(settings) if "dataset" in settings else {**TOY_DEFAULTS, **settings}
+    ``toy`` is the dataset's toy section as the schema fills it (``settings["dataset"]["toy"]``; uses
+    size, min_frames, max_frames). Pure function of (class_id, the state of rng, toy)."""
     h, w = toy["size"]
     t = int(rng.integers(toy["min_frames"], toy["max_frames"] + 1))
     yy, xx = _grid(h, w)
@@ -312,17 +305,20 @@ def _make_one(job):
 
 
 def generate(root: str | os.PathLike, settings: dict, workers: int = 1) -> dict:
-    """Write the toy dataset under ``root`` (layout in the module docstring). Returns a summary
+    """Write the toy dataset under ``root`` (layout in the module docstring) from
+    ``settings["dataset"]["toy"]`` (every key filled, as the schema does). Returns a summary
     {"videos", "frames", "classes"}. classInd.txt is written last, so an interrupted run never
     looks complete."""
     from tqdm import tqdm
 
-    toy = toy_settings(settings)
+    toy = settings["dataset"]["toy"]
     k = toy["classes"]
     if not 2 <= k <= MAX_CLASSES:
-        raise ValueError(f"toy.classes = {k}: must be between 2 and {MAX_CLASSES}")
+        raise ConfigError(f"toy.classes = {k}: must be between 2 and {MAX_CLASSES}")
     if toy["min_frames"] > toy["max_frames"]:
-        raise ValueError(f"toy.min_frames ({toy['min_frames']}) > toy.max_frames ({toy['max_frames']})")
+        raise ConfigError(f"toy.min_frames ({toy['min_frames']}) > toy.max_frames ({toy['max_frames']})")
+    if toy["size"][0] % 2 or toy["size"][1] % 2:
+        raise ConfigError(f"toy.size = {toy['size']}: H.264 yuv420p needs even height and width")
     root = Path(root)
     ann = root / "ucfTrainTestlist"
     ann.mkdir(parents=True, exist_ok=True)
@@ -356,17 +352,17 @@ def _write_text(path: Path, lines: list[str]) -> None:
 
 def check_layout(root: str | os.PathLike, settings: dict) -> None:
     """The dataset's video_root / annotations must be ROOT/videos and ROOT/ucfTrainTestlist."""
-    ds = settings.get("dataset", {})
+    ds = settings["dataset"]
     root = Path(root)
     for key, want in (("video_root", root / "videos"), ("annotations", root / "ucfTrainTestlist")):
-        if key in ds and Path(ds[key]).resolve() != want.resolve():
-            raise ValueError(f"dataset '{ds.get('name', '?')}': {key} is '{ds[key]}' but the toy dataset at "
-                             f"'{root}' puts it at '{want}'; set {key}: {want}")
+        if Path(ds[key]).resolve() != want.resolve():
+            raise ConfigError(f"dataset '{ds['name']}': {key} is '{ds[key]}' but the toy dataset at "
+                              f"'{root}' puts it at '{want}'; set {key}: {want}")
 
 
 def toy_roots(config: dict) -> dict:
     """{root: dataset name} for every dataset of a validated config with format toy; the root is the
-    parent of its annotations folder. Raises ValueError unless annotations is <root>/ucfTrainTestlist
+    parent of its annotations folder. Raises ConfigError unless annotations is <root>/ucfTrainTestlist
     and video_root is <root>/videos (the layout :func:`generate` writes)."""
     out = {}
     for name, ds in config["datasets"].items():
@@ -374,9 +370,9 @@ def toy_roots(config: dict) -> dict:
             continue
         ann = Path(ds["annotations"])
         if ann.name != "ucfTrainTestlist" or Path(ds["video_root"]) != ann.parent / "videos":
-            raise ValueError(f"dataset '{name}' (format toy): set annotations: <root>/ucfTrainTestlist and "
-                             f"video_root: <root>/videos (the toy layout); got annotations: {ds['annotations']}, "
-                             f"video_root: {ds['video_root']}")
+            raise ConfigError(f"dataset '{name}' (format toy): set annotations: <root>/ucfTrainTestlist and "
+                              f"video_root: <root>/videos (the toy layout); got annotations: {ds['annotations']}, "
+                              f"video_root: {ds['video_root']}")
         out[str(ann.parent)] = name
     return out
 
