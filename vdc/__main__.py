@@ -20,6 +20,7 @@ STAGES = {
     "tables": ("vdc.tables", "build the paper's tables and Figure 4 from the evaluation JSONs"),
     "gpu-lease": ("vdc.gpulease", "run a command on a leased free GPU (multi-GPU workstations)"),
     "settings": ("vdc.settings", "print the fully resolved config, or one stage's settings, as a job will run them"),
+    "plan": ("vdc.plan", "jobs, device-hours and peak memory per rule of a config, before running it"),
 }
 
 

@@ -7,9 +7,11 @@ import sys
 
 BENCHES = {
     "extract": "videos/s and frames/s of extraction at 1 and 2 workers, bytes per stored frame",
-    "protocol": "clips/s of the bare student step, the full protocol step and the test pass",
-    "datm": "time and memory of trajectory matching, naive vs bounded (recompute) mode",
-    "edc": "time per iteration and peak memory of EDC with one and three networks",
+    "protocol": "clips/s of the bare student step, the full protocol step and the test pass; the bf16 ceiling",
+    "datm": "time and memory of trajectory matching, naive vs bounded (recompute) mode; gradient agreement",
+    "edc": "time per iteration and peak memory of EDC with one and three networks, fp32 and bf16",
+    "costs": "per-step costs of a config's jobs on this device: the bench file of python -m vdc plan",
+    "gpucheck": "parts of scripts/gpu-check.sh: one UCF101 evaluation, the paper-scale smoke run, the report",
 }
 
 

@@ -6,18 +6,24 @@ matching, backward to the clips, Adam) on random clips with untrained networks (
 not depend on the weights). Two configurations:
 
 * ``minic3d`` alone (EDC's default),
-* ``minic3d`` + ``i3d_r18`` + ``slowonly_r18`` in rotation (Table 7's largest ensemble).
+* ``minic3d`` + ``i3d_r18`` + ``slowonly_r18`` in rotation (Table 7's largest ensemble),
+
+each in every ``--variants`` precision: ``fp32`` (what EDC runs today) and ``bf16`` (bf16 autocast of
+the forward + channels_last_3d networks, vdc/accel.py; on CUDA only - on the CPU bf16 is ~40x slower).
 
 Reported per network: median seconds per iteration over ``--iters`` timed steps (after ``--warmup``)
-and memory — on CUDA ``torch.cuda.max_memory_allocated`` of the step; on the CPU the bytes autograd
-saves for the backward of one step (distinct storages, via ``saved_tensors_hooks``), plus the peak RSS
-of the process at the end. With networks in rotation the peak is the largest network's step, and
-an iteration of the ensemble costs the mean of its networks' steps.
+and memory — on CUDA ``torch.cuda.max_memory_allocated`` during the steps (clips, Adam state, network
+and the step's activations: the job's peak on that network); on the CPU the bytes autograd saves for
+the backward of one step (distinct storages). With networks in rotation the peak is the largest
+network's step, and an iteration of the ensemble costs the mean of its networks' steps. The UCF101
+IPC-1 case of issue 13 (target: peak <= 5 GiB)::
+
+    python -m vdc.bench edc --size 112 --frames 8 --t-c 16 --batch 101 --classes 101 --width 1 --resnet-width 1 \\
+        --variants fp32 bf16 --json edc.json
 """
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -25,10 +31,14 @@ import time
 import numpy as np
 import torch
 
-from vdc.condense.edc import StatMatcher, _to_normalised, edc_step
+from vdc.accel import Accel
+from vdc.data import clips as C
+from vdc.condense.edc import StatMatcher, StepSettings, edc_step
 from vdc.condense.edc_stats import EDCStats, LayerStats, bn_layers
 from vdc.models import create_model
 from vdc.utils import get_device, write_json
+
+GIB = 2 ** 30
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=5, help="timed iterations per network")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="precisions to measure (bf16: autocast + channels_last_3d, as on CUDA by default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the figures here")
 
@@ -73,54 +85,73 @@ class _SavedBytes:
         return sum(self.seen.values())
 
 
-def bench_networks(archs: list[str], a: argparse.Namespace, device) -> list[dict]:
-    t_c = a.t_c or 2 * a.frames
-    nets, matchers = [], []
-    for i, arch in enumerate(archs):
-        torch.manual_seed(i)
-        width = a.width if arch.startswith("minic3d") else a.resnet_width
-        net = create_model(arch, a.classes, width=width).to(device).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        nets.append(net)
-        matchers.append(StatMatcher(net, _stats_from(net, a.classes), 10.0, 0.8, True))
+def measure_step(arch: str, width: float, classes: int, size: int, frames: int, t_c: int, batch: int, accel: Accel,
+                 iters: int = 5, warmup: int = 2, seed: int = 0) -> dict:
+    """One EDC iteration of ``batch`` synthetic videos on network ``arch``: {seconds (median), peak_bytes
+    (CUDA: max allocated during the steps, everything included; CPU: saved-for-backward bytes),
+    saved_bytes, params}."""
+    device = accel.device
+    torch.manual_seed(seed)
+    net = accel.prepare(create_model(arch, classes, width=width).to(device).eval())
+    for p in net.parameters():
+        p.requires_grad_(False)
+    matcher = StatMatcher(net, _stats_from(net, classes), 10.0, 0.8, True)
     g = torch.Generator().manual_seed(0)
-    x = _to_normalised(torch.rand(a.batch, t_c, a.size, a.size, 3, generator=g)).to(device).requires_grad_(True)
-    y = (torch.arange(a.batch) % a.classes).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    x = C.normalize_channels_last(torch.rand(batch, t_c, size, size, 3, generator=g)).to(device).requires_grad_(True)
+    y = (torch.arange(batch) % classes).to(device)
     opt = torch.optim.Adam([x], lr=0.05, betas=(0.5, 0.9))
-    cfg = {"t_c": t_c, "clip_len": a.frames, "sampling": "sliding", "interp": "none", "size": a.size,
-           "scale": [0.5, 1.0], "r_bn": 0.01, "lo": _to_normalised(torch.zeros(3, device=device)),
-           "hi": _to_normalised(torch.ones(3, device=device))}
-    cuda = device.type == "cuda"
+    cfg = StepSettings(t_c=t_c, clip_len=frames, sampling="sliding", interpolation="none", size=size, scale=(0.5, 1.0),
+                       r_bn=0.01, device=device)
+
+    def step():
+        with accel.autocast():
+            edc_step(x, y, net, matcher, opt, 0.05, cfg, g)
 
     def sync():
-        if cuda:
+        if device.type == "cuda":
             torch.cuda.synchronize()
 
-    rows = []
-    for arch, net, m in zip(archs, nets, matchers):
-        for _ in range(a.warmup):
-            edc_step(x, y, net, m, opt, 0.05, cfg, g)
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
         sync()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(a.iters):
-            t0 = time.perf_counter()
-            edc_step(x, y, net, m, opt, 0.05, cfg, g)
-            sync()
-            times.append(time.perf_counter() - t0)
-        saved = _SavedBytes()
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            edc_step(x, y, net, m, opt, 0.05, cfg, g)
-        row = {"network": arch, "s_per_iter": statistics.median(times), "saved_for_backward_mib": saved.total / 2**20,
-               "params": sum(p.numel() for p in net.parameters())}
-        if cuda:
-            row["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        rows.append(row)
-    for m in matchers:
-        m.remove()
-    return rows
+        times.append(time.perf_counter() - t0)
+    saved = _SavedBytes()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        step()
+    matcher.remove()
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else saved.total
+    return {"seconds": statistics.median(times), "peak_bytes": peak, "saved_bytes": saved.total,
+            "params": sum(p.numel() for p in net.parameters())}
+
+
+def bench(a: argparse.Namespace, device) -> dict:
+    t_c = a.t_c or 2 * a.frames
+    out = {"args": vars(a), "device": str(device), "variants": {}}
+    for variant in a.variants:
+        accel = Accel(device, bf16=variant == "bf16", channels_last=variant == "bf16")
+        res = {}
+        for label, archs in (("one network", ["minic3d"]), ("three in rotation", ["minic3d", "i3d_r18", "slowonly_r18"])):
+            rows = []
+            for i, arch in enumerate(archs):
+                width = a.width if arch.startswith("minic3d") else a.resnet_width
+                r = measure_step(arch, width, a.classes, a.size, a.frames, t_c, a.batch, accel, a.iters, a.warmup, seed=i)
+                rows.append({"network": arch, "s_per_iter": r["seconds"], "peak_bytes": r["peak_bytes"],
+                             "saved_for_backward_mib": r["saved_bytes"] / 2**20, "params": r["params"]})
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            res[label] = {"networks": rows, "ms_per_iter": 1e3 * statistics.mean(r["s_per_iter"] for r in rows),
+                          "peak_gib": max(r["peak_bytes"] for r in rows) / GIB}
+        res["rotation_over_one"] = res["three in rotation"]["ms_per_iter"] / res["one network"]["ms_per_iter"]
+        out["variants"][variant] = res
+    return out
 
 
 def main(a: argparse.Namespace) -> int:
@@ -129,25 +160,20 @@ def main(a: argparse.Namespace) -> int:
     t_c = a.t_c or 2 * a.frames
     print(f"EDC iteration, batch {a.batch}, T_c {t_c} -> clip {a.frames} x {a.size}^2, {a.classes} classes, "
           f"device {device}, MiniC3D width {a.width}, ResNet width {a.resnet_width}")
-    out = {"args": vars(a), "device": str(device)}
-    for label, archs in (("one network", ["minic3d"]), ("three in rotation", ["minic3d", "i3d_r18", "slowonly_r18"])):
-        rows = bench_networks(archs, a, device)
-        per_iter = statistics.mean(r["s_per_iter"] for r in rows)
-        mem_key = "peak_mib" if device.type == "cuda" else "saved_for_backward_mib"
-        peak = max(r[mem_key] for r in rows)
-        print(f"\n{label}: {per_iter * 1e3:.1f} ms per iteration (mean over the rotation), peak {mem_key} {peak:.1f}")
-        print(f"  {'network':<14}{'ms/iter':>10}{'saved MiB':>12}" + (f"{'peak MiB':>11}" if device.type == "cuda" else ""))
-        for r in rows:
-            line = f"  {r['network']:<14}{r['s_per_iter'] * 1e3:>10.1f}{r['saved_for_backward_mib']:>12.1f}"
-            if device.type == "cuda":
-                line += f"{r['peak_mib']:>11.1f}"
-            print(line)
-        out[label] = {"networks": rows, "ms_per_iter": per_iter * 1e3, "peak": {mem_key: peak}}
+    out = bench(a, device)
+    mem = "CUDA peak" if device.type == "cuda" else "saved for backward"
+    for variant, res in out["variants"].items():
+        for label in ("one network", "three in rotation"):
+            r = res[label]
+            print(f"\n[{variant}] {label}: {r['ms_per_iter']:.1f} ms per iteration (mean over the rotation), "
+                  f"peak ({mem}) {r['peak_gib']:.2f} GiB")
+            print(f"  {'network':<14}{'ms/iter':>10}{'peak MiB':>12}")
+            for n in r["networks"]:
+                print(f"  {n['network']:<14}{n['s_per_iter'] * 1e3:>10.1f}{n['peak_bytes'] / 2**20:>12.1f}")
+        print(f"[{variant}] three-network rotation / MiniC3D alone: {res['rotation_over_one']:.2f}x time per iteration")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {rss:.0f} MiB")
     out["peak_rss_mib"] = rss
-    ratio = out["three in rotation"]["ms_per_iter"] / out["one network"]["ms_per_iter"]
-    print(f"three-network rotation / MiniC3D alone: {ratio:.2f}x time per iteration")
     if a.json:
         write_json(a.json, out)
     return 0
