@@ -14,7 +14,8 @@ from vdc.condense import get_method
 from vdc.condense.base import Context
 from vdc.condense.herding import centre_clip_features, herding_order
 from vdc.condense.rded import candidate_windows, mosaic
-from vdc.config import stage_settings, validate_config
+from vdc.condense.select import read_clips, window_indices
+from vdc.config import stage_settings
 from vdc.data.clips import denormalize
 from vdc.data.frames import Frames, load_bank, write_frames
 from vdc.models import create_model
@@ -25,18 +26,10 @@ H, W, SIZE = 48, 56, 48
 TRAIN_PER_CLASS = (4, 3, 2)  # class 2 is short: fewer training videos than IPC 3
 
 
-def tiny_config(tmp_path, **methods) -> dict:
-    cfg = {"results": str(tmp_path / "results"), "workdir": str(tmp_path / "work"), "device": "cpu",
-           "study": {"datasets": ["tiny"], "methods": ["random"]},
-           "datasets": {"tiny": {"format": "toy", "video_root": "v", "annotations": "a", "storage_size": [H, W],
-                                 "input_size": SIZE}},
-           "models": {"minic3d": {"width": 0.125}},
-           "methods": {"random": {}, "herding": {"batch": 4}, "rded": {"mipc": 3, "clips_per_video": 3, "batch": 5},
-                       **methods}}
-    return validate_config(cfg)
+METHODS = {"herding": {"batch": 4}, "rded": {"mipc": 3, "clips_per_video": 3, "batch": 5}}
 
 
-def make_frames(path, seed=0, lengths=None) -> None:
+def uneven_frames(path, seed=0, lengths=None) -> None:
     """3 classes with 4/3/2 training videos (20..70 frames of noise) and one test video each."""
     rng = np.random.default_rng(seed)
     labels, splits = [], []
@@ -57,20 +50,24 @@ class StubContext(Context):
         return self.model
 
 
-def make_ctx(tmp_path, method, ipc=2, seed=0, temporal=None, model=None, frames=None, **method_settings):
-    cfg = tiny_config(tmp_path)
-    cfg["methods"][method].update(method_settings)
-    wc = {"method": method, "ipc": ipc, "seed": seed}
-    if temporal:
-        wc["temporal"] = temporal
-    st = stage_settings(cfg, "condense", "tiny", **wc)
-    frames = frames or tmp_path / "tiny.h5"
-    if not frames.exists():
-        make_frames(frames)
-    ctx = StubContext(frames_path=frames, ipc=ipc, seed=seed, settings=st["settings"], stage=st,
-                      device=torch.device("cpu"), workdir=tmp_path / "work")
-    ctx.model = model
-    return ctx
+@pytest.fixture()
+def make_ctx(tiny_config, tmp_path):
+    """make_ctx(method, ipc, seed, temporal, model, frames, **method settings): a StubContext on the
+    uneven frames file (4/3/2 training videos) with the tiny config's settings for ``method``."""
+    def build(method, ipc=2, seed=0, temporal=None, model=None, frames=None, **method_settings):
+        cfg = tiny_config(methods={**METHODS, "random": {}, method: {**METHODS.get(method, {}), **method_settings}})
+        wc = {"method": method, "ipc": ipc, "seed": seed}
+        if temporal:
+            wc["temporal"] = temporal
+        st = stage_settings(cfg, "condense", "tiny", **wc)
+        frames = frames or tmp_path / "uneven.h5"
+        if not frames.exists():
+            uneven_frames(frames)
+        ctx = StubContext(frames_path=frames, ipc=ipc, seed=seed, settings=st["settings"], stage=st,
+                          device=torch.device("cpu"), workdir=tmp_path / "work")
+        ctx.model = model
+        return ctx
+    return build
 
 
 def tiny_teacher(seed=0):
@@ -94,9 +91,9 @@ def check_selected_set(ctx, cs, t_c=8):
 
 # ------------------------------------------------------------------------------------- Random
 
-def test_random_shapes_provenance_and_determinism(tmp_path, caplog):
+def test_random_shapes_provenance_and_determinism(caplog, make_ctx):
     with caplog.at_level(logging.WARNING):
-        ctx = make_ctx(tmp_path, "random", ipc=3, seed=0)
+        ctx = make_ctx("random", ipc=3, seed=0)
         a = get_method("random")(ctx)
     assert "class 2 (c) has 2 training videos, fewer than IPC=3" in caplog.text
     fr = check_selected_set(ctx, a)
@@ -106,17 +103,17 @@ def test_random_shapes_provenance_and_determinism(tmp_path, caplog):
         step = np.diff(idx)
         iv = 8 if fr.lengths[vid] >= 64 else fr.lengths[vid] // 8
         assert (step == iv).all(), "consecutive sampled frames at the clip interval"
-    b = get_method("random")(make_ctx(tmp_path, "random", ipc=3, seed=0))
+    b = get_method("random")(make_ctx("random", ipc=3, seed=0))
     np.testing.assert_array_equal(a.clips, b.clips)
     np.testing.assert_array_equal(a.source_frames, b.source_frames)
-    others = [get_method("random")(make_ctx(tmp_path, "random", ipc=2, seed=s)) for s in (1, 2)]
-    a2 = get_method("random")(make_ctx(tmp_path, "random", ipc=2, seed=0))
+    others = [get_method("random")(make_ctx("random", ipc=2, seed=s)) for s in (1, 2)]
+    a2 = get_method("random")(make_ctx("random", ipc=2, seed=0))
     assert any(not np.array_equal(a2.source_frames, o.source_frames) or
                not np.array_equal(a2.source_video, o.source_video) for o in others)
 
 
-def test_random_long_and_centre_windows(tmp_path):
-    ctx = make_ctx(tmp_path, "random", ipc=1, temporal="tc16-sliding-none", window="centre")
+def test_random_long_and_centre_windows(make_ctx):
+    ctx = make_ctx("random", ipc=1, temporal="tc16-sliding-none", window="centre")
     cs = get_method("random")(ctx)
     fr = check_selected_set(ctx, cs, t_c=16)
     for vid, idx in zip(cs.source_video, cs.source_frames):
@@ -151,9 +148,9 @@ def test_herding_mean_approaches_class_mean():
     assert err[2] < 0.5 * rand_err  # herding's 10 beat random 10 by far
 
 
-def test_herding_selects_by_teacher_features(tmp_path):
+def test_herding_selects_by_teacher_features(make_ctx):
     model = tiny_teacher()
-    ctx = make_ctx(tmp_path, "herding", ipc=2, model=model)
+    ctx = make_ctx("herding", ipc=2, model=model)
     cs = get_method("herding")(ctx)
     fr = check_selected_set(ctx, cs)
     bank = load_bank(fr, "train", "cpu")
@@ -166,9 +163,9 @@ def test_herding_selects_by_teacher_features(tmp_path):
         length = fr.lengths[vid]
         iv = 8 if length >= 64 else length // 8
         assert idx[0] == max((length - (7 * iv + 1)) // 2, 0)
-    again = get_method("herding")(make_ctx(tmp_path, "herding", ipc=2, seed=5, model=model))
+    again = get_method("herding")(make_ctx("herding", ipc=2, seed=5, model=model))
     np.testing.assert_array_equal(cs.clips, again.clips)  # no randomness at all
-    argmax = get_method("herding")(make_ctx(tmp_path, "herding", ipc=2, model=model, criterion="argmax"))
+    argmax = get_method("herding")(make_ctx("herding", ipc=2, model=model, criterion="argmax"))
     assert argmax.attrs["criterion"] == "argmax"
 
 
@@ -189,7 +186,7 @@ class BrightnessTeacher(torch.nn.Module):
         return torch.cat([logits, torch.zeros(len(b), 1)], 1)
 
 
-def test_rded_picks_lowest_loss_clip_on_planted_example(tmp_path):
+def test_rded_picks_lowest_loss_clip_on_planted_example(tmp_path, make_ctx):
     # every frame is uniform (crops and flips do not change a clip's brightness); frame i of a video
     # with base b has pixel value b + i, so the mean brightness of the window starting at s
     # (8 frames at interval 8) is (b + s + 28) / 255. With m = 3 windows in 64 frames
@@ -205,7 +202,7 @@ def test_rded_picks_lowest_loss_clip_on_planted_example(tmp_path):
     write_frames(tmp_path / "planted.h5", videos, labels, [0] * len(videos), classes=["x", "y", "background"])
     # class x's target is video 70 at start 4; class y's is video 140 at start 7
     targets = [(70 + 4 + 28) / 255, (140 + 7 + 28) / 255]
-    ctx = make_ctx(tmp_path, "rded", ipc=2, frames=tmp_path / "planted.h5", model=BrightnessTeacher(targets),
+    ctx = make_ctx("rded", ipc=2, frames=tmp_path / "planted.h5", model=BrightnessTeacher(targets),
                    mipc=10, clips_per_video=3)
     cs = get_method("rded")(ctx)
     # per video, the window nearest the target wins; then the two nearest videos per class:
@@ -220,27 +217,27 @@ def test_rded_picks_lowest_loss_clip_on_planted_example(tmp_path):
     assert cs.attrs["chosen_mean_loss"] < cs.attrs["candidate_mean_loss"]
 
 
-def test_rded_shapes_determinism_and_short_classes(tmp_path, caplog):
+def test_rded_shapes_determinism_and_short_classes(caplog, make_ctx):
     model = tiny_teacher()
     with caplog.at_level(logging.WARNING):
-        ctx = make_ctx(tmp_path, "rded", ipc=3, seed=0, model=model)
+        ctx = make_ctx("rded", ipc=3, seed=0, model=model)
         a = get_method("rded")(ctx)
     assert "fewer than mipc=3" in caplog.text and "fewer than IPC=3" in caplog.text
     check_selected_set(ctx, a)
     assert a.clips.shape[2:] == (SIZE, SIZE, 3)
-    b = get_method("rded")(make_ctx(tmp_path, "rded", ipc=3, seed=0, model=model, batch=2))  # batch-independent
+    b = get_method("rded")(make_ctx("rded", ipc=3, seed=0, model=model, batch=2))  # batch-independent
     np.testing.assert_array_equal(a.clips, b.clips)
-    c = get_method("rded")(make_ctx(tmp_path, "rded", ipc=3, seed=1, model=model))
+    c = get_method("rded")(make_ctx("rded", ipc=3, seed=1, model=model))
     assert not np.array_equal(a.clips, c.clips)
 
 
-def test_rded_mosaic_and_long_clips(tmp_path):
+def test_rded_mosaic_and_long_clips(make_ctx):
     model = tiny_teacher()
-    ctx = make_ctx(tmp_path, "rded", ipc=1, model=model, factor=2, mipc=4)
+    ctx = make_ctx("rded", ipc=1, model=model, factor=2, mipc=4)
     cs = get_method("rded")(ctx)
     assert cs.clips.shape == (3, 8, SIZE, SIZE, 3) and cs.labels.tolist() == [0, 1, 2]
     assert (cs.source_video == -1).all() and cs.attrs["factor"] == 2
-    long = get_method("rded")(make_ctx(tmp_path, "rded", ipc=1, model=model, temporal="tc16-segment-none"))
+    long = get_method("rded")(make_ctx("rded", ipc=1, model=model, temporal="tc16-segment-none"))
     assert long.clips.shape == (3, 16, SIZE, SIZE, 3)
 
 
@@ -254,3 +251,16 @@ def test_candidate_windows_and_mosaic_layout():
     assert grid.shape == (3, 2, 4, 4)
     assert grid[0, 0, :2, :2].eq(0).all() and grid[0, 0, :2, 2:].eq(1).all()
     assert grid[0, 0, 2:, :2].eq(2).all() and grid[0, 0, 2:, 2:].eq(3).all()
+
+
+def test_shared_window_helpers(make_ctx):
+    ctx = make_ctx("random")
+    centre = window_indices(np.array([64, 20]), t_c=8, interval=8, where="centre")
+    np.testing.assert_array_equal(centre[0], 3 + 8 * np.arange(8))   # span 57 in 64 frames: start 3
+    np.testing.assert_array_equal(centre[1], 2 + 2 * np.arange(8))   # short video: interval 2, span 15
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    np.testing.assert_array_equal(window_indices(np.array([64, 20]), 8, 8, "random", g1),
+                                  window_indices(np.array([64, 20]), 8, 8, "random", g2))
+    with pytest.raises(ValueError, match="'random' or 'centre'"):
+        window_indices(np.array([64]), 8, 8, "middle")
+    assert read_clips(ctx.frames, np.zeros(0, np.int64), np.zeros((0, 8), np.int64)).shape == (0, 8, H, W, 3)

@@ -22,7 +22,7 @@ import torch
 
 from vdc.condense import register_method
 from vdc.condense.base import Context
-from vdc.condense.random import class_pool, window_indices
+from vdc.condense.select import class_pool, window_indices
 from vdc.condensed import CondensedSet
 from vdc.data.clips import center_crop, center_frame_indices, normalize
 from vdc.data.frames import VideoBank
@@ -63,11 +63,11 @@ def centre_clip_features(model: torch.nn.Module, bank: VideoBank, clip_len: int,
 
 @register_method("herding")
 def condense(ctx: Context) -> CondensedSet:
-    criterion = ctx.settings.get("criterion", "argmin")
+    criterion = ctx.settings["criterion"]
     interval = int(ctx.dataset["clip_interval"])
     bank = ctx.train_bank
     feats = centre_clip_features(ctx.teacher(), bank, ctx.clip_len, interval, ctx.input_size,
-                                 int(ctx.settings.get("batch", 64)))
+                                 int(ctx.settings["batch"]))
     bank_ids = bank.ids.numpy()
     bank_pos = {int(v): i for i, v in enumerate(bank_ids)}
     videos = []

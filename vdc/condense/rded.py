@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from vdc.condense import register_method
 from vdc.condense.base import Context
-from vdc.condense.random import class_pool
+from vdc.condense.select import class_pool
 from vdc.condensed import CondensedSet
 from vdc.config import Temporal
 from vdc.data.clips import crop_resize, evenly_spaced_starts, interpolate_time, normalize, sample_resized_crop_boxes
@@ -85,8 +85,8 @@ def mosaic(tiles: torch.Tensor, factor: int) -> torch.Tensor:
 @register_method("rded")
 def condense(ctx: Context) -> CondensedSet:
     ms, t = ctx.settings, ctx.temporal
-    m, mipc, factor = int(ms.get("clips_per_video", 5)), int(ms.get("mipc", 70)), int(ms.get("factor", 1))
-    scale, batch = tuple(ms.get("scale", (0.08, 1.0))), int(ms.get("batch", 64))
+    m, mipc, factor = int(ms["clips_per_video"]), int(ms["mipc"]), int(ms["factor"])
+    scale, batch = tuple(ms["scale"]), int(ms["batch"])
     size, interval = ctx.input_size, int(ctx.dataset["clip_interval"])
     if size % factor:
         raise ValueError(f"rded: input_size {size} is not divisible by factor {factor}")
