@@ -1,5 +1,6 @@
 """The condense stage (vdc/condense/stage.py): Context, method lookup, validation, attrs, atomic write,
-the command line, and a custom method from examples/ run through the stage."""
+the command line, a custom method from examples/ run through the stage, and the code each condense job
+runs (its fingerprint's module set)."""
 import os
 import subprocess
 import sys
@@ -10,27 +11,28 @@ import pytest
 import torch
 import yaml
 
-from test_selection import TRAIN_PER_CLASS, make_frames, tiny_config
 from vdc.condense import register_method
-from vdc.condense.stage import job_workdir, run_condense
+from vdc.condense.stage import run_condense
 from vdc.condensed import CondensedSet
-from vdc.config import stage_settings
+from vdc.config import load_config, stage_settings
 from vdc.data.frames import Frames
+from vdc.fingerprint import code_modules, job_code_roots
+from vdc.formats.teacher import save_teacher
 from vdc.models import create_model
+from vdc.resume import job_dir
 
-torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
+METHODS = {"random": {}, "herding": {"batch": 4}, "rded": {"mipc": 3, "clips_per_video": 3, "batch": 5}}
 
 
 @pytest.fixture()
-def job(tmp_path):
+def job(tmp_path, make_frames, tiny_config):
     """A tiny frames file, a tiny trained-format MiniC3D teacher file and the config."""
     make_frames(tmp_path / "tiny.h5")
     torch.manual_seed(0)
-    model = create_model("minic3d", 3, width=0.125)
-    torch.save({"arch": "minic3d", "num_classes": 3, "model": {"width": 0.125, "dropout": 0.5},
-                "state_dict": model.state_dict(), "settings": {}}, tmp_path / "minic3d.pt")
-    return tmp_path, tiny_config(tmp_path)
+    save_teacher(tmp_path / "minic3d.pt", "minic3d", 3, {"width": 0.125, "dropout": 0.5},
+                 create_model("minic3d", 3, width=0.125), {})
+    return tmp_path, tiny_config(methods=METHODS)
 
 
 def settings_for(cfg, method, ipc=2, seed=0, **wc):
@@ -44,14 +46,13 @@ def test_stage_writes_a_valid_set_with_attrs(job, method):
     out = tmp / "out" / f"{method}.h5"
     run_condense(tmp / "tiny.h5", out, st, teacher_paths={"minic3d": tmp / "minic3d.pt"})
     cs = CondensedSet.read(out)
-    assert np.bincount(cs.labels, minlength=3).tolist() == [min(2, n) for n in TRAIN_PER_CLASS]
+    assert np.bincount(cs.labels, minlength=3).tolist() == [2, 2, 2]
     a = cs.attrs
     assert (a["dataset"], a["method"], a["ipc"], a["seed"], a["t_c"]) == ("tiny", method, 2, 0, 8)
     assert (a["sampling"], a["interpolation"], a["num_classes"]) == ("naive", "none", 3)
     assert a["settings"]["base"] == method and a["frames_file"] == str(tmp / "tiny.h5")
     assert a["wall_time_s"] >= 0 and a["device"] == "cpu" and a["value_range"] == "uint8"
-    assert job_workdir(st) == tmp / "work" / "condense" / "tiny" / method / "ipc2-tc8-naive-none-seed0"
-    assert job_workdir(st).is_dir()
+    assert not job_dir(st["workdir"], "condense", out).exists()   # nothing left in the workdir
     again = tmp / "out" / f"{method}-again.h5"
     run_condense(tmp / "tiny.h5", again, st, teacher_paths={"minic3d": tmp / "minic3d.pt"})
     np.testing.assert_array_equal(CondensedSet.read(again).clips, cs.clips)  # same seed, same set
@@ -67,7 +68,7 @@ def test_stage_needs_the_teacher_it_names(job):
 def _bad(kind):
     def condense(ctx):
         fr = ctx.frames
-        vids = np.concatenate([fr.class_ids("train", c)[:min(ctx.ipc, n)] for c, n in enumerate(TRAIN_PER_CLASS)])
+        vids = np.concatenate([fr.class_ids("train", c)[:ctx.ipc] for c in range(ctx.num_classes)])
         labels = fr.labels[vids].copy()
         clips = np.stack([fr.read_frames(int(v), np.arange(8)) for v in vids])
         if kind == "label_range":
@@ -129,15 +130,15 @@ def test_command_line_with_config(job):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "envs" / "vdc.yaml").exists(), reason="envs/vdc.yaml (the rules' conda env) not written yet")
-def test_snakemake_runs_condense_for_builtin_and_custom_methods(tmp_path):
+def test_snakemake_runs_condense_for_builtin_and_custom_methods(tmp_path, make_frames, tiny_config):
     """The condense rule on a tiny config: Random and the examples/ method, no teacher needed."""
     (tmp_path / "results" / "frames").mkdir(parents=True)
     make_frames(tmp_path / "results" / "frames" / "tiny.h5")
-    cfg = tiny_config(tmp_path)
+    cfg = tiny_config(methods={"my_method": {"module": "examples.my_method"}},
+                      datasets={"tiny": {"format": "toy", "annotations": "data/tiny/ucfTrainTestlist",
+                                         "video_root": "data/tiny/videos"}})
     cfg.update(results="results", workdir="work", logs="logs")
-    cfg["datasets"]["tiny"].update(annotations="data/tiny/ucfTrainTestlist", video_root="data/tiny/videos")
     cfg["study"]["methods"] = ["random", "my_method"]
-    cfg["methods"]["my_method"] = {"module": "examples.my_method"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/condensed/tiny/{m}/ipc1-tc8-naive-none-seed0.h5" for m in ("random", "my_method")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # `examples` importable from the job's cwd
@@ -149,3 +150,22 @@ def test_snakemake_runs_condense_for_builtin_and_custom_methods(tmp_path):
         cs = CondensedSet.read(tmp_path / t)
         assert len(cs.labels) == 3 and cs.attrs["ipc"] == 1
     assert (tmp_path / "logs" / "condense" / "dataset=tiny" / "method=my_method").is_dir()
+
+
+def _modules(cfg, method):
+    st = stage_settings(cfg, "condense", cfg["study"]["datasets"][0], method=method, ipc=1, seed=0)
+    return {name for name, _ in code_modules(tuple(sorted(set(job_code_roots("condense", st)))))}
+
+
+def test_each_condense_job_runs_only_its_own_method_code():
+    """Stage boundaries the code fingerprint follows (vdc/fingerprint.py): a method's module is in its
+    own jobs' code only, and no condense job runs another stage's code (the teacher's training, the
+    experts' training, the statistics pass): those reach it through their files."""
+    cfg = load_config(REPO / "config.yaml")
+    methods = ["random", "herding", "rded", "edc", "datm"]
+    code = {m: _modules(cfg, m) for m in methods}
+    for m in methods:
+        assert {f"vdc.condense.{o}" for o in methods} & code[m] == {f"vdc.condense.{m}"}, m
+        assert not {"vdc.train.teacher", "vdc.train.experts", "vdc.condense.edc_stats"} & code[m], m
+    assert "vdc.condense.select" in code["random"] & code["herding"] & code["rded"]
+    assert "vdc.formats.experts" in code["datm"] and "vdc.formats.stats" in code["edc"]

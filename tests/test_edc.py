@@ -1,21 +1,27 @@
-"""EDC: the statistics pass, the matching loss, the EMA, network rotation, resume, and the output."""
+"""EDC: the statistics pass and file, the matching loss, the EMA, network rotation, the job end to end
+through the resume protocol (kill, changed teacher, refused checkpoint, clean-up) and the output."""
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from vdc.condense.base import Context
-from vdc.condense.edc import StatMatcher, condense, ema_stat
 from vdc.condense import edc as edc_mod
-from vdc.condense.edc_stats import EDCStats, LayerStats, bn_layers, compute_stats, read_stats, write_stats
+from vdc.condense.base import Context
+from vdc.condense.edc import StatMatcher, StepSettings, ema_stat
+from vdc.condense.edc_stats import compute_stats
+from vdc.condense.stage import run_condense
 from vdc.condensed import CondensedSet
+from vdc.config import stage_settings
 from vdc.data import clips as C
 from vdc.data.frames import Frames, write_frames
+from vdc.errors import NonFiniteError
+from vdc.formats.stats import EDCStats, LayerStats, bn_layers, read_stats, write_stats
+from vdc.formats.teacher import save_teacher
 from vdc.models import create_model
-
-torch.set_num_threads(1)
+from vdc.resume import content_id, job_dir
 
 K, SIZE = 3, 48
 
@@ -89,6 +95,8 @@ def test_stats_pass_reproduces_hand_computed_class_moments(tmp_path):
     write_stats(stats, tmp_path / "s.h5")
     back = read_stats(tmp_path / "s.h5")
     assert back.num_clips == 2 * K and back.attrs["arch"] == "custom"
+    write_stats(stats, tmp_path / "again.h5")          # equal statistics, equal content identity
+    assert content_id(tmp_path / "again.h5") == content_id(tmp_path / "s.h5")
     for name, ls in stats.layers.items():
         np.testing.assert_array_equal(back.layers[name].class_mean, ls.class_mean)
         np.testing.assert_array_equal(back.layers[name].class_var, ls.class_var)
@@ -191,109 +199,155 @@ def test_ema_has_the_ema_value_and_the_current_batch_gradient():
 
 # ------------------------------------------------------------------------------ the method
 
-class _Ctx(Context):
-    """A Context whose networks are built in the test (no teacher files needed)."""
-
-    nets: dict = {}
-
-    def teacher(self, arch=None):
-        return self.nets[arch or "minic3d"]
+EDC = {"iterations": 4, "batch": 4, "checkpoint_every": 2, "temporal": "tc6-sliding-none"}
 
 
-def _ctx(tmp_path, frames, nets, stats_paths, workdir="work", **over):
-    settings = {"networks": list(nets), "init": "real", "iterations": 4, "lr": 0.05, "betas": [0.5, 0.9],
-                "r_bn": 0.01, "first_layer_weight": 10.0, "ema_momentum": 0.8, "class_wise": True,
-                "scale": [0.5, 1.0], "batch": 4, "checkpoint_every": 2, "temporal": "tc6-sliding-none"}
-    settings.update(over)
-    stage = {"dataset": {"name": "t", "clip_len": 4, "clip_interval": 4, "input_size": SIZE},
-             "method": "edc", "teacher_arch": "minic3d"}
-    ctx = _Ctx(frames_path=frames, ipc=2, seed=3, settings=settings, stage=stage, device=torch.device("cpu"),
-               workdir=tmp_path / workdir, stats_paths=stats_paths)
-    ctx.nets = nets
-    return ctx
+@pytest.fixture()
+def edc(tiny_config, frames_file, tmp_path):
+    """edc(name, archs=("minic3d",), **method) -> (run() -> the set run_condense writes to <tmp>/<name>.h5,
+    the job's checkpoint folder). Teachers are tiny random networks with random BN statistics, written as
+    teacher files (``edc.teachers``) with their statistics files (``edc.stats``)."""
+    teachers, stats = {}, {}
+    for i, arch in enumerate(("minic3d", "slowonly_r18")):
+        width = 0.125 * (i + 1)
+        net = _tiny(arch, width=width, seed=i)
+        teachers[arch] = tmp_path / f"teacher_{arch}.pt"
+        save_teacher(teachers[arch], arch, K, {"width": width, "dropout": 0.5}, net, {})
+        with Frames(frames_file) as fr:
+            st = compute_stats(net, fr, 8, 8, SIZE)
+        stats[arch] = tmp_path / f"stats_{arch}.h5"
+        write_stats(st, stats[arch])
+
+    def make(name, archs=("minic3d",), **method):
+        cfg = tiny_config(methods={"edc": {**EDC, "networks": list(archs), **method}})
+        st = stage_settings(cfg, "condense", "tiny", method="edc", ipc=2, seed=3)
+        out = tmp_path / f"{name}.h5"
+
+        def run(init_path=None):
+            return run_condense(frames_file, out, st, teacher_paths=teachers, stats_paths=stats, init_path=init_path)
+        run.settings = st
+        return run, job_dir(st["workdir"], "condense", out)
+    make.teachers, make.stats = teachers, stats
+    return make
 
 
-def _setup(tmp_path, archs=("minic3d",)):
-    frames = _frames(tmp_path / "f.h5")
-    nets, paths = {}, {}
-    for i, a in enumerate(archs):
-        nets[a] = _tiny(width=0.125 * (i + 1), seed=i)
-        with Frames(frames) as fr:
-            st = compute_stats(nets[a], fr, 4, 4, SIZE)
-        paths[a] = tmp_path / f"{a}.h5"
-        write_stats(st, paths[a])
-    return frames, nets, paths
+def _context(st, frames_file, workdir, **kw):
+    return Context(frames_path=frames_file, ipc=st["ipc"], seed=st["seed"], settings=st["settings"], stage=st,
+                   device=torch.device("cpu"), workdir=workdir, **kw)
 
 
-def test_condense_output_shapes_labels_and_range(tmp_path):
-    frames, nets, paths = _setup(tmp_path)
-    ctx = _ctx(tmp_path, frames, nets, paths)
-    cs = condense(ctx)
+def test_condense_output_shapes_labels_and_range(edc, frames_file, tmp_path):
+    run, folder = edc("set")
+    cs = run()
     assert cs.clips.shape == (K * 2, 6, SIZE, SIZE, 3) and cs.clips.dtype == np.float32
     assert cs.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert cs.clips.min() >= 0 and cs.clips.max() <= 1
-    with Frames(frames) as fr:
+    with Frames(frames_file) as fr:
         assert (fr.labels[cs.source_video] == cs.labels).all() and (fr.split[cs.source_video] == 0).all()
     assert cs.attrs["networks"] == ["minic3d"] and cs.attrs["settings"]["iterations"] == 4
     assert cs.attrs["chunks"] == 2 and cs.attrs["t_c"] == 6
-    cs.write(tmp_path / "c.h5")
-    assert CondensedSet.read(tmp_path / "c.h5").attrs["networks"] == ["minic3d"]
+    assert CondensedSet.read(tmp_path / "set.h5").attrs["networks"] == ["minic3d"]
+    assert not folder.exists()                                   # checkpoint removed after success
     # the clips moved away from their real initialisation
-    init, _, _ = edc_mod.init_real(_ctx(tmp_path, frames, nets, paths, workdir="w2"), 6)
+    init, _, _ = edc_mod.init_real(_context(run.settings, frames_file, tmp_path / "w"), 6)
     assert float(np.abs(cs.clips - init.numpy()).max()) > 1e-3
 
 
-def test_rotation_visits_every_network_in_order(tmp_path):
-    frames, nets, paths = _setup(tmp_path, ("minic3d", "slowonly_r18"))
-    calls = []
-    for name, net in nets.items():
-        net.register_forward_pre_hook(lambda mod, inp, name=name: calls.append(name))
-    ctx = _ctx(tmp_path, frames, nets, paths, iterations=3, batch=6)  # one chunk of all 6 clips
-    cs = condense(ctx)
-    assert calls == ["minic3d", "slowonly_r18", "minic3d"]
+def test_rotation_visits_every_network_in_order(edc, monkeypatch):
+    real, calls = edc_mod.edc_step, []
+
+    def recording(x, y, net, *a, **kw):
+        calls.append(len(bn_layers(net)))                        # MiniC3D: 3 BatchNorm3d, SlowOnly-R18: 20
+        return real(x, y, net, *a, **kw)
+
+    monkeypatch.setattr(edc_mod, "edc_step", recording)
+    cs = edc("rot", ("minic3d", "slowonly_r18"), iterations=3, batch=6)[0]()   # one chunk of all 6 clips
+    assert calls[0] == calls[2] == 3 and calls[1] > 3 and len(calls) == 3
     assert cs.attrs["networks"] == ["minic3d", "slowonly_r18"]
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    frames, nets, paths = _setup(tmp_path)
-    full = condense(_ctx(tmp_path, frames, nets, paths, workdir="a", iterations=5))
-    real_step = edc_mod.edc_step
-    done = []
-
-    def dying_step(*a, **kw):
-        if len(done) == 7:  # chunk 0 finished (5 its), chunk 1 checkpointed at iteration 2
-            raise KeyboardInterrupt("killed")
-        done.append(1)
-        return real_step(*a, **kw)
-
-    monkeypatch.setattr(edc_mod, "edc_step", dying_step)
+def test_killed_run_resumes_to_the_same_result(edc, kill_after):
+    full = edc("full", iterations=5)[0]()
+    run, folder = edc("resumed", iterations=5)
+    saved = kill_after(4)              # chunk 0: its 2, 4, end; chunk 1: it 2 -> killed
     with pytest.raises(KeyboardInterrupt):
-        condense(_ctx(tmp_path, frames, nets, paths, workdir="b", iterations=5))
-    st = torch.load(tmp_path / "b" / edc_mod.STATE_FILE, weights_only=False)
-    assert (st["chunk"], st["iter"]) == (1, 2)
-    monkeypatch.setattr(edc_mod, "edc_step", real_step)
-    resumed = condense(_ctx(tmp_path, frames, nets, paths, workdir="b", iterations=5))
-    np.testing.assert_array_equal(resumed.clips, full.clips)
-    # other settings do not resume from that state
-    other = condense(_ctx(tmp_path, frames, nets, paths, workdir="b", iterations=2))
-    assert not np.array_equal(other.clips, full.clips)
+        run()
+    assert (saved[-1]["chunk"], saved[-1]["iter"]) == (1, 2) and (folder / "edc.pt").exists()
+    kill_after(None)
+    np.testing.assert_array_equal(run().clips, full.clips)
+    assert not folder.exists()
 
 
-def test_edc_dagger_and_rded_init(tmp_path):
-    frames, nets, paths = _setup(tmp_path)
+def _perturb_teacher(path):
+    """Retrained teacher stand-in: other convolution weights, same BatchNorm statistics (so the
+    statistics file still passes its check)."""
+    t = torch.load(path, weights_only=True)
+    t["state_dict"]["features.0.weight"] += 0.05
+    torch.save(t, path)
+
+
+def test_changed_teacher_never_resumes_an_old_checkpoint(edc, kill_after):
+    old = edc("old")[0]()
+    run, folder = edc("run")
+    kill_after(3)                      # killed after chunk 0 (a finished chunk of the old teacher's set)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    kill_after(None)
+    _perturb_teacher(edc.teachers["minic3d"])
+    after = run()
+    fresh = edc("fresh")[0]()
+    np.testing.assert_array_equal(after.clips, fresh.clips)
+    assert not np.array_equal(after.clips, old.clips)
+    assert not folder.exists()
+
+
+class Payload:
+    """Unpickling this runs a shell command (what a crafted checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_crafted_checkpoint_is_refused_and_the_job_starts_over(edc, tmp_path):
+    fresh = edc("fresh")[0]()
+    run, folder = edc("run")
+    folder.mkdir(parents=True)
+    marker = tmp_path / "payload-ran"
+    torch.save({"identity": "x", "state": {"chunk": Payload(marker)}}, folder / "edc.pt")
+    np.testing.assert_array_equal(run().clips, fresh.clips)
+    assert not marker.exists() and (folder / "edc.pt.corrupt").exists() and not (folder / "edc.pt").exists()
+
+
+def test_non_finite_loss_stops_the_job(edc, tmp_path):
+    t = torch.load(edc.teachers["minic3d"], weights_only=True)
+    t["state_dict"]["features.1.running_var"][0] = -1.0          # a broken network: NaN activations
+    torch.save(t, edc.teachers["minic3d"])
+    run, _ = edc("nan", class_wise=False)
+    with pytest.raises(NonFiniteError, match=r"condense tiny/edc ipc2 tc6-sliding-none seed3"):
+        run()
+    assert not (tmp_path / "nan.h5").exists()
+
+
+def test_edc_dagger_and_rded_init(edc, frames_file, tmp_path):
     rng = np.random.default_rng(0)
+    with Frames(frames_file) as fr:
+        src = np.concatenate([fr.class_ids("train", k)[:2] for k in range(K)])
     rded = CondensedSet(clips=rng.integers(0, 255, (K * 2, 4, SIZE + 8, SIZE + 8, 3), dtype=np.uint8),
-                        labels=np.repeat(np.arange(K), 2), source_video=np.arange(K * 2))
+                        labels=np.repeat(np.arange(K), 2), source_video=src)
     rded.write(tmp_path / "rded.h5")
-    ctx = _ctx(tmp_path, frames, nets, {}, init="rded", class_wise=False, iterations=2)
-    ctx.init_path = tmp_path / "rded.h5"
-    x, labels, src = edc_mod.init_rded(ctx, 6)
+    run, _ = edc("dagger", init="rded", class_wise=False, iterations=2, needs=["teacher"])
+    ctx = _context(run.settings, frames_file, tmp_path / "w", init_path=tmp_path / "rded.h5")
+    x, labels, sources = edc_mod.init_rded(ctx, 6)
     assert x.shape == (K * 2, 6, SIZE, SIZE, 3) and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert sources.tolist() == src.tolist()
     # 4 -> 6 frames by repetition: frames 0,0,1,2,2,3; centre crop offset 4
     np.testing.assert_allclose(x[0, 1].numpy(), rded.clips[0, 0, 4:4 + SIZE, 4:4 + SIZE] / 255, atol=1e-5)
     np.testing.assert_allclose(x[0, 5].numpy(), rded.clips[0, 3, 4:4 + SIZE, 4:4 + SIZE] / 255, atol=1e-5)
-    cs = condense(ctx)  # EDC-dagger needs no statistics file
-    assert cs.attrs["class_wise"] is False and cs.source_video.tolist() == list(range(K * 2))
+    cs = run(init_path=tmp_path / "rded.h5")                     # EDC-dagger reads no statistics
+    assert cs.attrs["class_wise"] is False and cs.source_video.tolist() == src.tolist()
 
 
 def test_stats_stage_cli_with_a_teacher_file(tmp_path):
@@ -326,11 +380,11 @@ def test_resnet_teachers_statistics_and_one_step(tmp_path, arch):
         stats = compute_stats(net, fr, clip_len=8, clip_interval=2, input_size=SIZE)
     assert list(stats.layers) == [n for n, _ in bn_layers(net)] and len(stats.layers) >= 17
     matcher = StatMatcher(net, stats, 10.0, 0.8, True)
-    x = edc_mod._to_normalised(torch.rand(3, 10, SIZE, SIZE, 3)).requires_grad_(True)
+    x = C.normalize_channels_last(torch.rand(3, 10, SIZE, SIZE, 3)).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=0.05, betas=(0.5, 0.9))
-    cfg = {"t_c": 10, "clip_len": 8, "sampling": "sliding", "interp": "none", "size": SIZE, "scale": [0.5, 1.0],
-           "r_bn": 0.01, "lo": edc_mod._to_normalised(torch.zeros(3)), "hi": edc_mod._to_normalised(torch.ones(3))}
+    step = StepSettings(t_c=10, clip_len=8, sampling="sliding", interpolation="none", size=SIZE, scale=(0.5, 1.0),
+                        r_bn=0.01)
     before = x.detach().clone()
-    out = edc_mod.edc_step(x, torch.tensor([0, 1, 2]), net, matcher, opt, 0.05, cfg, torch.Generator().manual_seed(0))
+    out = edc_mod.edc_step(x, torch.tensor([0, 1, 2]), net, matcher, opt, 0.05, step, torch.Generator().manual_seed(0))
     assert float(out["bn"]) > 0 and torch.isfinite(out["loss"])
     assert not torch.equal(x.detach(), before) and len(matcher.ema) == len(stats.layers)

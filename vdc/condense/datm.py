@@ -27,30 +27,34 @@ Iteration it (``iterations`` in all):
 
 Expert per iteration: uniform over the experts (the reference cycles through a shuffled list).
 
-Checkpoints (every ``checkpoint_every`` iterations, in ``ctx.workdir/datm.pt``): synthetic clips,
-labels, alpha, the three optimiser states, the generator state and the history; a killed job resumes
-there and ends with the same synthetic set as an uninterrupted run (CPU). Raising ``iterations``
-and rerunning continues a finished run's last checkpoint. The per-iteration history (loss, alpha,
-start epoch, window, expert, skipped) is written to ``ctx.workdir/history.json``.
+Checkpoint (``ctx.checkpoint("datm")``, vdc/resume.py; every ``checkpoint_every`` iterations):
+synthetic clips, labels, alpha, the three optimiser states, the generator state and the per-iteration
+history (loss, alpha, start epoch, window, expert, skipped); tied to the job's settings, the frames and
+experts files' contents and the code. A killed job resumes there and ends with the same synthetic set
+as an uninterrupted run (CPU); the stage removes the checkpoint once the set is written. Progress
+lines every ``log_every`` iterations (and at least every 30 s). A non-finite matching loss or
+synthetic set stops the job with NonFiniteError; nothing is written.
 """
 from __future__ import annotations
 
-import json
+import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from vdc.condense import register_method
 from vdc.condense.base import Context
 from vdc.condense.trajectory import FlatModel, InnerLoop, clip_view, match, plan_steps
 from vdc.condensed import CondensedSet
 from vdc.data import clips as C
+from vdc.errors import ConfigError, InputError, NonFiniteError, check_finite
+from vdc.formats.experts import Experts
 from vdc.models import create_model
-from vdc.train.experts import Experts
-from vdc.utils import save_torch, write_json
+from vdc.progress import Progress
+from vdc.resume import Checkpoint, rng_state, set_rng_state
 
 
 def start_epoch_upper(it: int, s: dict) -> int:
@@ -78,36 +82,50 @@ def network_view(x: torch.Tensor, clip_len: int, interpolation: str) -> torch.Te
     return clip_view(x, fr, None, clip_len, interpolation)
 
 
-def _identity(s: dict, ctx: Context) -> str:
-    """What a checkpoint must share to be resumed: the settings (``iterations`` may grow: a run can be
-    extended) and the frames and experts files (path, size, modification time)."""
-    files = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (ctx.frames_path, ctx.experts_path)]
-    return json.dumps({"settings": {k: v for k, v in s.items() if k not in ("iterations", "checkpoint_every", "log_every")},
-                       "files": files, "ipc": ctx.ipc, "seed": ctx.seed}, sort_keys=True)
+def open_experts(ctx: Context) -> Experts:
+    """The experts file of the job, checked against the settings and the frames file."""
+    if ctx.experts_path is None:
+        raise ConfigError(f"{ctx.job}: DATM needs an experts file (methods.<name>.needs: [experts]); none was given")
+    experts = Experts(ctx.experts_path)
+    try:
+        _check(ctx.settings, experts, ctx)
+    except Exception:
+        experts.close()
+        raise
+    return experts
 
 
 def _check(s: dict, experts: Experts, ctx: Context) -> None:
     need = int(s["max_start_epoch"]) + int(s["expert_epochs"])
     if need > experts.keep_epochs:
-        raise ValueError(f"{experts.path}: DATM needs snapshots up to epoch max_start_epoch + expert_epochs = {need}, "
+        raise InputError(f"{experts.path}: DATM needs snapshots up to epoch max_start_epoch + expert_epochs = {need}, "
                          f"the file stores 0..{experts.keep_epochs}; raise experts.keep_epochs/epochs or lower max_start_epoch")
     if int(s["min_start_epoch"]) >= int(s["max_start_epoch"]):
-        raise ValueError("methods.datm: min_start_epoch must be below max_start_epoch")
+        raise ConfigError("methods.datm: min_start_epoch must be below max_start_epoch")
     if experts.num_classes != ctx.num_classes:
-        raise ValueError(f"{experts.path}: experts have {experts.num_classes} classes, {ctx.frames_path} has "
+        raise InputError(f"{experts.path}: experts have {experts.num_classes} classes, {ctx.frames_path} has "
                          f"{ctx.num_classes}; rerun the experts stage for this dataset")
-    model = ctx.stage.get("experts_model")
-    if model is not None and model != experts.model:
-        raise ValueError(f"{experts.path}: experts were trained with model settings {experts.model}, the config "
+    model = ctx.stage["experts_model"]
+    if model != experts.model:
+        raise InputError(f"{experts.path}: experts were trained with model settings {experts.model}, the config "
                          f"now says {model}; rerun the experts stage")
+
+
+def student(experts: Experts, device) -> FlatModel:
+    """The experts' network as a function of a flat parameter vector."""
+    fmodel = FlatModel(create_model(experts.arch, experts.num_classes, **experts.model).to(device))
+    if fmodel.num_params != experts.num_params:
+        raise InputError(f"{experts.path}: {experts.num_params} parameters per snapshot, {experts.arch} "
+                         f"{experts.model} has {fmodel.num_params}; rerun the experts stage")
+    return fmodel
 
 
 def _initialise(ctx: Context, experts: Experts, fmodel: FlatModel, s: dict):
     """(clips [N, 3, T_c, S, S] normalised, label logits [N, K], source video ids [N], init accuracy)."""
     t, bank, dev = ctx.temporal, ctx.train_bank, ctx.device
     size, clip_len = ctx.input_size, ctx.clip_len
-    interval = int(ctx.dataset.get("clip_interval", 8))
-    label_epoch = s.get("label_epoch")
+    interval = int(ctx.dataset["clip_interval"])
+    label_epoch = s["label_epoch"]
     label_epoch = min(int(s["max_start_epoch"] if label_epoch is None else label_epoch), experts.keep_epochs)
     thetas = [experts.snapshot(e, label_epoch, dev) for e in range(experts.num_experts)]
     labels_all = bank.labels.cpu().numpy()
@@ -115,7 +133,7 @@ def _initialise(ctx: Context, experts: Experts, fmodel: FlatModel, s: dict):
     for c in range(ctx.num_classes):
         pos = np.flatnonzero(labels_all == c)
         if len(pos) == 0:
-            raise ValueError(f"{ctx.frames_path}: class {c} has no training videos; DATM cannot initialise it")
+            raise InputError(f"{ctx.frames_path}: class {c} has no training videos; DATM cannot initialise it")
         pos = ctx.rng.permutation(pos)[:int(s["init_candidates"])]
         if len(pos) < ctx.ipc:
             pos = np.resize(pos, ctx.ipc)  # reuse videos; each copy gets its own random window
@@ -138,98 +156,136 @@ def _initialise(ctx: Context, experts: Experts, fmodel: FlatModel, s: dict):
     return (torch.cat(clips), torch.cat(logits), torch.cat(sources).numpy(), float(np.mean(correct_frac)))
 
 
-def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = None) -> CondensedSet:
-    """Run DATM for ``ctx`` (resuming from ``ctx.workdir/datm.pt``); ``on_iteration(it, record)`` is
-    called after each iteration (tests use it to simulate a kill)."""
-    s = ctx.settings
-    t = ctx.temporal
-    dev = ctx.device
-    experts = Experts(ctx.experts_path) if ctx.experts_path else None
-    if experts is None:
-        raise ValueError("DATM needs an experts file (methods.datm.needs: [experts]); none was given")
-    _check(s, experts, ctx)
-    model = create_model(experts.arch, experts.num_classes, **experts.model).to(dev)
-    fmodel = FlatModel(model)
-    if fmodel.num_params != experts.num_params:
-        raise ValueError(f"{experts.path}: {experts.num_params} parameters per snapshot, {experts.arch} "
-                         f"{experts.model} has {fmodel.num_params}; rerun the experts stage")
-    inner = InnerLoop(fmodel, ctx.clip_len, t.interpolation)
-    ckpt_path = ctx.workdir / "datm.pt"
+@dataclass
+class Distillation:
+    """What DATM optimises and what a checkpoint holds: the synthetic clips, their label logits and the
+    step size alpha (leaves), their SGD optimisers, and the run's bookkeeping."""
 
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
-    if ck is not None and ck["settings"] != _identity(s, ctx):
-        ctx.log.warning("%s: checkpoint of other settings or input files; starting over", ckpt_path)
-        ck = None
-    if ck is not None:
-        clips, labels = ck["clips"].to(dev), ck["labels"].to(dev)
-        alpha = ck["alpha"].to(dev)
-        sources, init_acc, history, start_it = ck["sources"], ck["init_acc"], ck["history"], ck["iteration"]
-        ctx.generator.set_state(ck["generator"])
-        ctx.log.info("DATM: resuming at iteration %d from %s", start_it, ckpt_path)
-    else:
+    clips: torch.Tensor          # [N, 3, T_c, S, S] normalised
+    labels: torch.Tensor         # [N, K] logits
+    alpha: torch.Tensor          # 0-d
+    opt_x: torch.optim.SGD
+    opt_a: torch.optim.SGD
+    opt_y: torch.optim.SGD
+    sources: np.ndarray          # [N] real video each clip was initialised from
+    init_acc: float              # fraction of the initial clips the experts classify correctly
+    history: list[dict]          # one record per iteration done
+    iteration: int = 0           # next iteration
+
+    @classmethod
+    def create(cls, s: dict, clips, labels, alpha, sources, init_acc, history, iteration) -> "Distillation":
+        clips, labels, alpha = (v.detach().clone().requires_grad_(True) for v in (clips, labels, alpha))
+        return cls(clips, labels, alpha,
+                   torch.optim.SGD([clips], lr=float(s["lr_clips"]), momentum=float(s["momentum_clips"])),
+                   torch.optim.SGD([alpha], lr=float(s["lr_lr"]), momentum=float(s["momentum_lr"])),
+                   torch.optim.SGD([labels], lr=float(s["lr_labels"]), momentum=float(s["momentum_labels"])),
+                   np.asarray(sources, np.int64), init_acc, history, iteration)
+
+    def state(self, generator: torch.Generator) -> dict:
+        return {"clips": self.clips.detach().cpu(), "labels": self.labels.detach().cpu(),
+                "alpha": self.alpha.detach().cpu(), "opt_x": self.opt_x.state_dict(), "opt_a": self.opt_a.state_dict(),
+                "opt_y": self.opt_y.state_dict(), "rng": rng_state(generator), "iteration": self.iteration,
+                "history": self.history, "sources": torch.from_numpy(self.sources), "init_acc": self.init_acc}
+
+    def check_finite(self, where: str) -> None:
+        check_finite(self.clips.detach(), "DATM's synthetic clips", where)
+        check_finite(self.labels.detach(), "DATM's label logits", where)
+        check_finite(self.alpha.detach(), "DATM's step size alpha", where)
+
+
+def start(ctx: Context, ckpt: Checkpoint, experts: Experts, fmodel: FlatModel) -> Distillation:
+    """The run resumed from ``ckpt``, or a fresh one from the initial clips (module docstring)."""
+    s, dev = ctx.settings, ctx.device
+    saved = ckpt.load()
+    if saved is None:
         clips, labels, sources, init_acc = _initialise(ctx, experts, fmodel, s)
-        alpha = torch.tensor(float(s["lr_teacher"]), device=dev)
-        history, start_it = [], 0
         ctx.log.info("DATM: %d synthetic videos initialised; experts classify %.1f%% of them correctly",
                      len(clips), 100 * init_acc)
-    clips, labels, alpha = (v.detach().clone().requires_grad_(True) for v in (clips, labels, alpha))
-    opt_x = torch.optim.SGD([clips], lr=float(s["lr_clips"]), momentum=float(s["momentum_clips"]))
-    opt_a = torch.optim.SGD([alpha], lr=float(s["lr_lr"]), momentum=float(s.get("momentum_lr", 0.5)))
-    opt_y = torch.optim.SGD([labels], lr=float(s["lr_labels"]), momentum=float(s["momentum_labels"]))
-    if ck is not None:
-        opt_x.load_state_dict(ck["opt_x"])
-        opt_a.load_state_dict(ck["opt_a"])
-        opt_y.load_state_dict(ck["opt_y"])
+        return Distillation.create(s, clips, labels, torch.tensor(float(s["lr_teacher"]), device=dev), sources,
+                                   init_acc, [], 0)
+    set_rng_state(saved["rng"], ctx.generator)
+    run = Distillation.create(s, saved["clips"].to(dev), saved["labels"].to(dev), saved["alpha"].to(dev),
+                              saved["sources"].numpy(), saved["init_acc"], saved["history"], saved["iteration"])
+    run.opt_x.load_state_dict(saved["opt_x"])
+    run.opt_a.load_state_dict(saved["opt_a"])
+    run.opt_y.load_state_dict(saved["opt_y"])
+    ctx.log.info("DATM: resuming at iteration %d from %s", run.iteration, ckpt.path)
+    return run
 
-    n_syn = len(clips)
-    batch_syn = int(s.get("batch_syn") or n_syn)
-    iterations, every = int(s["iterations"]), int(s["checkpoint_every"])
-    log_every = int(s.get("log_every", 10))
-    t0 = time.time()
-    bar = tqdm(range(start_it, iterations), desc="datm", disable=None, initial=start_it, total=iterations)
-    for it in bar:
-        start, upper = sample_start_epoch(it, s, ctx.generator)
-        e = int(torch.randint(experts.num_experts, (1,), generator=ctx.generator))
-        theta0 = experts.snapshot(e, start, dev)
-        target = experts.snapshot(e, start + int(s["expert_epochs"]), dev)
-        plans = plan_steps(n_syn, int(s["syn_steps"]), batch_syn, t.t_c, ctx.clip_len, t.sampling,
-                           bool(s.get("flip", True)), ctx.generator, dev)
-        r = match(inner, theta0, target, clips, labels, alpha, plans, s.get("memory", "recompute"))
-        skipped = not r.loss <= float(s["threshold"])
-        if not skipped:
-            for p, g, o in ((clips, r.grad_clips, opt_x), (alpha, r.grad_alpha, opt_a), (labels, r.grad_labels, opt_y)):
-                p.grad = g
-                o.step()
-                o.zero_grad(set_to_none=True)
-        rec = {"it": it, "loss": r.loss, "alpha": float(alpha.detach()), "start_epoch": start, "upper": upper,
-               "expert": e, "skipped": skipped}
-        history.append(rec)
-        bar.set_postfix(loss=f"{r.loss:.4f}", alpha=f"{float(alpha.detach()):.4g}", window=f"[{s['min_start_epoch']},{upper})")
-        if it % log_every == 0 or it == iterations - 1:
-            ctx.log.info("DATM it %d: loss %.5f alpha %.5g start epoch %d of [%d, %d) expert %d%s", it, r.loss,
-                         float(alpha.detach()), start, int(s["min_start_epoch"]), upper, e, " (skipped)" if skipped else "")
-        if (it + 1) % every == 0 and it + 1 < iterations:
-            save_torch({"clips": clips.detach().cpu(), "labels": labels.detach().cpu(), "alpha": alpha.detach().cpu(),
-                        "opt_x": opt_x.state_dict(), "opt_a": opt_a.state_dict(), "opt_y": opt_y.state_dict(),
-                        "generator": ctx.generator.get_state(), "iteration": it + 1, "history": history,
-                        "sources": sources, "init_acc": init_acc, "settings": _identity(s, ctx)},
-                       ckpt_path)
-        if on_iteration is not None:
-            on_iteration(it, rec)
-    experts.close()
-    write_json(ctx.workdir / "history.json", history)
 
-    out = C.denormalize(clips.detach()).permute(0, 2, 3, 4, 1).cpu().numpy().astype(np.float32)  # [N, T_c, S, S, 3]
+def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop, it: int) -> dict:
+    """Iteration ``it`` (module docstring): draw the expert segment and the inner steps' plans, match,
+    update clips / alpha / labels unless the loss is above the threshold. Returns the history record."""
+    s, t, dev = ctx.settings, ctx.temporal, ctx.device
+    start_epoch, upper = sample_start_epoch(it, s, ctx.generator)
+    e = int(torch.randint(experts.num_experts, (1,), generator=ctx.generator))
+    theta0 = experts.snapshot(e, start_epoch, dev)
+    target = experts.snapshot(e, start_epoch + int(s["expert_epochs"]), dev)
+    plans = plan_steps(len(run.clips), int(s["syn_steps"]), s["batch_syn"] or len(run.clips), t.t_c, ctx.clip_len,
+                       t.sampling, bool(s["flip"]), ctx.generator, dev)
+    r = match(inner, theta0, target, run.clips, run.labels, run.alpha, plans, s["memory"])
+    if not math.isfinite(r.loss):
+        raise NonFiniteError(f"{ctx.job}: DATM's matching loss is {r.loss} at iteration {it} (expert {e}, start "
+                             f"epoch {start_epoch}); nothing was written. Lower methods.<name>.lr_clips / lr_lr "
+                             f"or lr_teacher and rerun")
+    skipped = not r.loss <= float(s["threshold"])
+    if not skipped:
+        for p, g, o in ((run.clips, r.grad_clips, run.opt_x), (run.alpha, r.grad_alpha, run.opt_a),
+                        (run.labels, r.grad_labels, run.opt_y)):
+            p.grad = g
+            o.step()
+            o.zero_grad(set_to_none=True)
+    return {"it": it, "loss": r.loss, "alpha": float(run.alpha.detach()), "start_epoch": start_epoch, "upper": upper,
+            "expert": e, "skipped": skipped}
+
+
+def output(ctx: Context, run: Distillation, wall_time_s: float) -> CondensedSet:
+    """The synthetic set in pixel space [N, T_c, S, S, 3] with its learned label logits."""
+    s = ctx.settings
+    out = C.denormalize(run.clips.detach()).permute(0, 2, 3, 4, 1).cpu().numpy().astype(np.float32)
     hard = np.repeat(np.arange(ctx.num_classes), ctx.ipc)
-    losses = [h["loss"] for h in history]
+    losses = [h["loss"] for h in run.history]
     attrs = ctx.base_attrs()
-    attrs.update({"alpha": float(alpha.detach()), "iterations": iterations, "skipped": int(sum(h["skipped"] for h in history)),
+    attrs.update({"alpha": float(run.alpha.detach()), "iterations": int(s["iterations"]),
+                  "skipped": int(sum(h["skipped"] for h in run.history)),
                   "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                  "init_expert_accuracy": init_acc, "memory": s.get("memory", "recompute"),
-                  "experts_file": str(ctx.experts_path), "wall_time_s": time.time() - t0,
+                  "init_expert_accuracy": run.init_acc, "memory": s["memory"],
+                  "experts_file": str(ctx.experts_path), "wall_time_s": wall_time_s,
                   "source_video_meaning": "the real video each synthetic clip was initialised from"})
-    return CondensedSet(clips=out, labels=hard, source_video=np.asarray(sources, np.int64),
-                        label_logits=labels.detach().cpu().numpy().astype(np.float32), attrs=attrs)
+    return CondensedSet(clips=out, labels=hard, source_video=run.sources,
+                        label_logits=run.labels.detach().cpu().numpy().astype(np.float32), attrs=attrs)
+
+
+def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = None) -> CondensedSet:
+    """Run DATM for ``ctx`` (resuming from its checkpoint); ``on_iteration(it, record)`` is called after
+    each iteration (tests use it to simulate a kill)."""
+    s = ctx.settings
+    iterations, every, log_every = int(s["iterations"]), int(s["checkpoint_every"]), int(s["log_every"])
+    experts = open_experts(ctx)
+    try:
+        fmodel = student(experts, ctx.device)
+        inner = InnerLoop(fmodel, ctx.clip_len, ctx.temporal.interpolation)
+        ckpt = ctx.checkpoint("datm")
+        run = start(ctx, ckpt, experts, fmodel)
+        t0 = time.time()
+        progress = Progress(iterations, f"DATM {ctx.job}", ctx.log, unit="iteration", initial=run.iteration)
+        for it in range(run.iteration, iterations):
+            rec = iterate(ctx, run, experts, inner, it)
+            run.history.append(rec)
+            run.iteration = it + 1
+            progress.update(milestone=(it + 1) % log_every == 0, loss=rec["loss"], alpha=rec["alpha"],
+                            start_epoch=rec["start_epoch"], window=f"[{s['min_start_epoch']},{rec['upper']})",
+                            expert=rec["expert"], skipped=rec["skipped"])
+            if (it + 1) % every == 0 and it + 1 < iterations:
+                run.check_finite(ctx.job)
+                ckpt.save(run.state(ctx.generator))
+            if on_iteration is not None:
+                on_iteration(it, rec)
+        progress.close()
+    finally:
+        experts.close()
+    run.check_finite(ctx.job)
+    return output(ctx, run, time.time() - t0)
 
 
 @register_method("datm")

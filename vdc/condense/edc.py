@@ -37,16 +37,17 @@ One iteration on a chunk x [B, T_c, S, S, 3] with labels y [B]:
    second half. The EMA state is kept per network and layer.
 5. Adam (betas 0.5, 0.9), lr_t = lr · ½(1 + cos(π t / iterations)); clamp to pixel range.
 
-Checkpoint (``ctx.workdir/edc_state.pt``, every ``checkpoint_every`` iterations and after each chunk):
-the whole synthetic tensor, chunk and iteration, Adam state, EMA states and the torch generator; a
-rerun with the same settings resumes from it and gives the same result as an uninterrupted run.
+Checkpoint (``ctx.checkpoint("edc")``, vdc/resume.py; every ``checkpoint_every`` iterations and after
+each chunk): the whole synthetic tensor, chunk and iteration, Adam state, EMA states and the torch
+generator, tied to the job's settings, the contents of the frames, teacher, statistics and init files
+and the code; a rerun of the same job resumes from it and gives the same result as an uninterrupted
+run. The stage removes it once the set is written. Progress lines every ``log_every`` iterations (and
+at least every 30 s); a non-finite loss or synthetic clip stops the job with NonFiniteError.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,12 +56,12 @@ import torch.nn.functional as F
 
 from vdc.condense import register_method
 from vdc.condense.base import Context
-from vdc.condense.edc_stats import EDCStats, bn_layers, check_matches, read_stats
 from vdc.condensed import CondensedSet
 from vdc.data import clips as C
-from vdc.utils import save_torch
-
-STATE_FILE = "edc_state.pt"
+from vdc.errors import ConfigError, InputError, NonFiniteError, check_finite
+from vdc.formats.stats import EDCStats, bn_layers, check_matches, read_stats
+from vdc.progress import Progress
+from vdc.resume import Checkpoint, rng_state, set_rng_state
 
 
 # ----------------------------------------------------------------------------- statistics matching
@@ -149,19 +150,6 @@ class StatMatcher:
 
 # ----------------------------------------------------------------------------- initialisation
 
-def _to_normalised(x: torch.Tensor) -> torch.Tensor:
-    """[..., 3] pixels in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(C.MEAN, dtype=x.dtype, device=x.device)
-    std = torch.tensor(C.STD, dtype=x.dtype, device=x.device)
-    return (x - mean) / std
-
-
-def _to_pixels(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(C.MEAN, dtype=x.dtype, device=x.device)
-    std = torch.tensor(C.STD, dtype=x.dtype, device=x.device)
-    return x * std + mean
-
-
 def _centre_crop_thwc(clips: torch.Tensor, size: int) -> torch.Tensor:
     """Centre crop of [B, T, H, W, 3] (uint8 or float) -> float [B, T, size, size, 3] in [0, 1]."""
     return C.center_crop(clips, size).permute(0, 2, 3, 4, 1).contiguous()
@@ -175,13 +163,13 @@ def init_real(ctx: Context, t_c: int) -> tuple[torch.Tensor, np.ndarray, np.ndar
     for k in range(ctx.num_classes):
         pool = fr.class_ids("train", k)
         if len(pool) == 0:
-            raise ValueError(f"{fr.path}: class {fr.classes[k]} has no training video to initialise EDC from")
+            raise InputError(f"{fr.path}: class {fr.classes[k]} has no training video to initialise EDC from")
         pick = ctx.rng.choice(pool, size=ctx.ipc, replace=len(pool) < ctx.ipc)
         ids += [int(v) for v in pick]
         labels += [k] * ctx.ipc
     ids = np.asarray(ids, np.int64)
     lengths = torch.as_tensor(fr.lengths[ids])
-    idx = C.center_frame_indices(lengths, t_c, int(ctx.dataset.get("clip_interval", 8)))
+    idx = C.center_frame_indices(lengths, t_c, int(ctx.dataset["clip_interval"]))
     raw = torch.from_numpy(np.stack([fr.read_frames(int(v), i.tolist()) for v, i in zip(ids, idx)]))
     return _centre_crop_thwc(raw, ctx.input_size), np.asarray(labels, np.int64), ids
 
@@ -190,13 +178,14 @@ def init_rded(ctx: Context, t_c: int) -> tuple[torch.Tensor, np.ndarray, np.ndar
     """The first IPC clips of each class of the condensed set at ctx.init_path, brought to T_c frames
     (repeat frames when shorter, centre T_c when longer) and centre-cropped."""
     if ctx.init_path is None:
-        raise ValueError("EDC init: rded needs an RDED condensed set (ctx.init_path); the condense rule passes it")
+        raise ConfigError(f"{ctx.job}: EDC init: rded needs an RDED condensed set (--init); the condense rule "
+                          f"passes it")
     cs = CondensedSet.read(ctx.init_path)
     order = []
     for k in range(ctx.num_classes):
         members = np.flatnonzero(cs.labels == k)
         if len(members) < ctx.ipc:
-            raise ValueError(f"{ctx.init_path}: {len(members)} clips of class {k}, EDC needs {ctx.ipc}; "
+            raise InputError(f"{ctx.init_path}: {len(members)} clips of class {k}, EDC needs {ctx.ipc}; "
                              f"use an RDED set of the same IPC")
         order += members[:ctx.ipc].tolist()
     x = cs.clips_unit_float()[order]
@@ -226,23 +215,44 @@ def make_view(x: torch.Tensor, t_c: int, clip_len: int, sampling: str, interp: s
     return C.crop_resize(v, boxes, size, flip)
 
 
+@dataclass
+class StepSettings:
+    """What one iteration needs besides the network and the chunk: the view of the synthetic clips
+    (temporal sampling, interpolation, random resized crop to ``size``) and the weight ``r_bn`` of the
+    statistics term. ``lo`` / ``hi`` (set from ``device``) are the pixel range [0, 1] in normalised
+    space, the clamp after every step."""
+
+    t_c: int
+    clip_len: int
+    sampling: str
+    interpolation: str
+    size: int
+    scale: tuple[float, float]
+    r_bn: float
+    device: torch.device | str = "cpu"
+
+    def __post_init__(self):
+        self.lo = C.normalize_channels_last(torch.zeros(3, device=self.device))
+        self.hi = C.normalize_channels_last(torch.ones(3, device=self.device))
+
+
 def edc_step(x: torch.Tensor, y: torch.Tensor, net: nn.Module, matcher: StatMatcher, opt: torch.optim.Optimizer,
-             lr: float, cfg: dict, generator: torch.Generator) -> dict:
-    """One optimisation step of the chunk x (a leaf [B, T_c, S, S, 3], normalised) with network ``net``."""
+             lr: float, step: StepSettings, generator: torch.Generator) -> dict:
+    """One optimisation step of the chunk x (a leaf [B, T_c, S, S, 3], normalised) with network ``net``.
+    Returns the (device) tensors loss, ce, bn; reading them synchronises the device."""
     for g in opt.param_groups:
         g["lr"] = lr
-    view = make_view(x, cfg["t_c"], cfg["clip_len"], cfg["sampling"], cfg["interp"], cfg["size"], cfg["scale"],
-                     generator)
+    view = make_view(x, step.t_c, step.clip_len, step.sampling, step.interpolation, step.size, step.scale, generator)
     matcher.labels = y
     logits = net(view)
     ce = F.cross_entropy(logits, y)
     bn = matcher.loss()
-    loss = ce + cfg["r_bn"] * bn
+    loss = ce + step.r_bn * bn
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     with torch.no_grad():
-        x.copy_(torch.maximum(torch.minimum(x, cfg["hi"]), cfg["lo"]))
+        x.copy_(torch.maximum(torch.minimum(x, step.hi), step.lo))
     return {"loss": loss.detach(), "ce": ce.detach(), "bn": bn.detach()}
 
 
@@ -253,110 +263,126 @@ def cosine_lr(base: float, it: int, total: int) -> float:
 
 # ----------------------------------------------------------------------------- the method
 
-def _fingerprint(ctx: Context, shape) -> str:
-    key = {"settings": ctx.settings, "ipc": ctx.ipc, "seed": ctx.seed, "shape": list(shape),
-           "frames": str(ctx.frames_path), "dataset": ctx.dataset.get("name")}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def condensation_networks(ctx: Context, networks: list[str], class_wise: bool) -> tuple[list, list]:
+    """The frozen networks (eval mode) and a StatMatcher on each; with ``class_wise`` each network's
+    statistics file is read and checked against it."""
+    s = ctx.settings
+    nets, matchers = [], []
+    for arch in networks:
+        net = ctx.teacher(arch).to(ctx.device).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        stats = class_statistics(ctx, arch, net) if class_wise else None
+        nets.append(net)
+        matchers.append(StatMatcher(net, stats, s["first_layer_weight"], s["ema_momentum"], class_wise))
+    return nets, matchers
+
+
+def class_statistics(ctx: Context, arch: str, net: nn.Module) -> EDCStats:
+    """The statistics file of network ``arch``, checked to belong to ``net`` and to this dataset."""
+    if arch not in ctx.stats_paths:
+        raise ConfigError(f"{ctx.job}: no statistics file for network {arch}; the condense rule must pass it "
+                          f"(methods.<name>.needs includes stats)")
+    path = ctx.stats_paths[arch]
+    stats = read_stats(path)
+    check_matches(stats, net, path)
+    if stats.layers and next(iter(stats.layers.values())).class_mean.shape[0] != ctx.num_classes:
+        raise InputError(f"{path}: statistics for another number of classes than {ctx.frames_path}; rerun the "
+                         f"stats stage")
+    return stats
+
+
+def initial_clips(ctx: Context, init: str, t_c: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """(pixels [N, T_c, S, S, 3] in [0, 1], class-major labels [N], source video ids [N]) of ``init``."""
+    return init_rded(ctx, t_c) if init == "rded" else init_real(ctx, t_c)
+
+
+def save_state(ckpt: Checkpoint, syn: torch.Tensor, bounds: tuple[int, int], chunk: int, it: int,
+               x_chunk: torch.Tensor | None, opt, matchers: list[StatMatcher], gen: torch.Generator) -> None:
+    """Checkpoint at (``chunk``, iteration ``it``): the whole set with the chunk's current clips
+    ``x_chunk`` (rows ``bounds``) in place, the chunk's Adam and EMA states and the generator."""
+    full = syn.detach().clone()
+    if x_chunk is not None:
+        full[bounds[0]:bounds[1]] = x_chunk.detach()
+    ckpt.save({"chunk": chunk, "iter": it, "syn": full.cpu(), "opt": opt.state_dict() if opt is not None else None,
+               "ema": [m.state_dict() for m in matchers], "rng": rng_state(gen)})
+
+
+def _report(progress: Progress, last: dict, network: str, where: str, chunk: int, it: int, milestone: bool) -> None:
+    """A progress line with the step's losses (read from the device), refusing a non-finite loss."""
+    metrics = {name: float(v) for name, v in last.items()}
+    if not math.isfinite(metrics["loss"]):
+        raise NonFiniteError(f"{where}: the EDC loss is {metrics['loss']} (ce {metrics['ce']}, bn {metrics['bn']}) "
+                             f"at chunk {chunk}, iteration {it}; nothing was written. Lower methods.<name>.lr or "
+                             f"r_bn and rerun")
+    progress.update(milestone=milestone, net=network, **metrics)
 
 
 @register_method("edc")
 def condense(ctx: Context) -> CondensedSet:
-    from tqdm import tqdm
+    s, t, dev, gen = ctx.settings, ctx.temporal, ctx.device, ctx.generator
+    networks, class_wise, init = list(s["networks"]), bool(s["class_wise"]), s["init"]
+    iters, lr, every, log_every = int(s["iterations"]), float(s["lr"]), int(s["checkpoint_every"]), int(s["log_every"])
 
-    s = ctx.settings
-    t = ctx.temporal
-    dev = ctx.device
-    networks = list(s.get("networks", ["minic3d"]))
-    iters = int(s["iterations"])
-    class_wise = bool(s.get("class_wise", True))
-
-    nets, matchers = [], []
-    for arch in networks:
-        net = ctx.teacher(arch).to(dev).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        stats = None
-        if class_wise:
-            if arch not in ctx.stats_paths:
-                raise KeyError(f"EDC: no statistics file for network {arch}; the condense rule must pass it "
-                               f"(methods.<name>.needs includes stats)")
-            stats = read_stats(ctx.stats_paths[arch])
-            check_matches(stats, net, ctx.stats_paths[arch])
-            if stats.layers and next(iter(stats.layers.values())).class_mean.shape[0] != ctx.num_classes:
-                raise ValueError(f"{ctx.stats_paths[arch]}: statistics for another number of classes; rerun edc_stats")
-        nets.append(net)
-        matchers.append(StatMatcher(net, stats, s.get("first_layer_weight", 10.0), s.get("ema_momentum", 0.8),
-                                    class_wise))
-
-    init = s.get("init", "real")
-    pixels, labels, source = init_rded(ctx, t.t_c) if init == "rded" else init_real(ctx, t.t_c)
-    syn = _to_normalised(pixels.float()).to(dev)
+    # networks, initial set, chunks
+    nets, matchers = condensation_networks(ctx, networks, class_wise)
+    pixels, labels, source = initial_clips(ctx, init, t.t_c)
+    syn = C.normalize_channels_last(pixels.float()).to(dev)
     y_all = torch.as_tensor(labels, device=dev)
     n = syn.shape[0]
-    bsz = min(int(s.get("batch", 100)), n)
+    bsz = min(int(s["batch"]), n)
     chunks = [(a, min(a + bsz, n)) for a in range(0, n, bsz)]
-    lo = _to_normalised(torch.zeros(3, device=dev))
-    hi = _to_normalised(torch.ones(3, device=dev))
-    cfg = {"t_c": t.t_c, "clip_len": ctx.clip_len, "sampling": t.sampling, "interp": t.interpolation,
-           "size": ctx.input_size, "scale": s.get("scale", [0.5, 1.0]), "r_bn": float(s.get("r_bn", 0.01)),
-           "lo": lo, "hi": hi}
-    gen = ctx.generator
-    key = _fingerprint(ctx, syn.shape)
-    state_path = Path(ctx.workdir) / STATE_FILE
-    start_chunk, start_it, resume = 0, 0, None
-    if state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if st.get("key") == key:
-            resume = st
-            start_chunk, start_it = st["chunk"], st["iter"]
-            syn = st["syn"].to(dev)
-            gen.set_state(st["gen"])
-            ctx.log.info("EDC: resuming from %s at chunk %d, iteration %d", state_path, start_chunk, start_it)
-        else:
-            ctx.log.info("EDC: %s belongs to other settings; starting afresh", state_path)
+    step = StepSettings(t.t_c, ctx.clip_len, t.sampling, t.interpolation, ctx.input_size, tuple(s["scale"]),
+                        float(s["r_bn"]), dev)
 
-    def save(chunk: int, it: int, x_chunk: torch.Tensor | None, opt) -> None:
-        full = syn.detach().clone()
-        if x_chunk is not None:
-            a, b = chunks[chunk]
-            full[a:b] = x_chunk.detach()
-        save_torch({"key": key, "chunk": chunk, "iter": it, "syn": full.cpu(),
-                    "opt": opt.state_dict() if opt is not None else None,
-                    "ema": [m.state_dict() for m in matchers], "gen": gen.get_state()}, state_path)
+    # resume
+    ckpt = ctx.checkpoint("edc")
+    saved = ckpt.load()
+    start_chunk, start_it = 0, 0
+    if saved is not None:
+        start_chunk, start_it = saved["chunk"], saved["iter"]
+        syn = saved["syn"].to(dev)
+        set_rng_state(saved["rng"], gen)
+        ctx.log.info("EDC: resuming from %s at chunk %d, iteration %d", ckpt.path, start_chunk, start_it)
 
-    total = len(chunks) * iters
-    bar = tqdm(total=total, initial=start_chunk * iters + start_it, desc=f"edc ipc{ctx.ipc}", disable=None)
+    # each chunk on its own: fresh Adam, cosine schedule and EMA
+    progress = Progress(len(chunks) * iters, f"EDC {ctx.job}", ctx.log, unit="iteration",
+                        initial=start_chunk * iters + start_it)
     last = {}
-    every = int(s.get("checkpoint_every", 100))
     for ci in range(start_chunk, len(chunks)):
         a, b = chunks[ci]
         x = syn[a:b].clone().requires_grad_(True)
         y = y_all[a:b]
-        opt = torch.optim.Adam([x], lr=float(s["lr"]), betas=tuple(s.get("betas", [0.5, 0.9])))
+        opt = torch.optim.Adam([x], lr=lr, betas=tuple(s["betas"]))
         for m in matchers:
             m.reset()
         it0 = 0
-        if resume is not None and ci == start_chunk and start_it > 0:
-            opt.load_state_dict(resume["opt"])
-            for m, ema in zip(matchers, resume["ema"]):
+        if saved is not None and ci == start_chunk and start_it > 0:
+            opt.load_state_dict(saved["opt"])
+            for m, ema in zip(matchers, saved["ema"]):
                 m.load_state_dict(ema, dev)
             it0 = start_it
         for it in range(it0, iters):
             k = it % len(nets)
-            last = edc_step(x, y, nets[k], matchers[k], opt, cosine_lr(float(s["lr"]), it, iters), cfg, gen)
-            bar.update(1)
-            if (it + 1) % 10 == 0 or it + 1 == iters:  # reading the loss synchronises the device
-                bar.set_postfix(net=networks[k], **{name: f"{float(v):.3g}" for name, v in last.items()})
+            last = edc_step(x, y, nets[k], matchers[k], opt, cosine_lr(lr, it, iters), step, gen)
+            milestone = (it + 1) % log_every == 0 or it + 1 == iters
+            if milestone or progress.due():  # reading the loss synchronises the device
+                _report(progress, last, networks[k], ctx.job, ci, it, milestone)
+            else:
+                progress.update()
             if (it + 1) % every == 0 and it + 1 < iters:
-                save(ci, it + 1, x, opt)
+                check_finite(x.detach(), "EDC's synthetic clips", ctx.job)
+                save_state(ckpt, syn, chunks[ci], ci, it + 1, x, opt, matchers, gen)
+        check_finite(x.detach(), "EDC's synthetic clips", ctx.job)
         with torch.no_grad():
             syn[a:b] = x.detach()
-        save(ci + 1, 0, None, None)
-    bar.close()
+        save_state(ckpt, syn, chunks[ci], ci + 1, 0, None, None, matchers, gen)
+    progress.close()
     for m in matchers:
         m.remove()
 
-    clips = _to_pixels(syn).clamp(0, 1).cpu().numpy().astype(np.float32)
+    # output: pixels in [0, 1]
+    clips = C.denormalize_channels_last(syn).clamp(0, 1).cpu().numpy().astype(np.float32)
     attrs = ctx.base_attrs()
     attrs.update(networks=networks, init=init, class_wise=class_wise, iterations=iters, batch=bsz,
                  chunks=len(chunks), final_loss={name: float(v) for name, v in last.items()})

@@ -16,67 +16,26 @@ These are EDC's category-wise targets. The global targets are the BatchNorm runn
 which EDC reads from the network itself at condense time; they are stored here too so a stale file
 (a teacher retrained after the pass) is detected.
 
-Layout of ``results/stats/<dataset>/<arch>.h5``::
-
-    /layers/<module name>/class_mean    float32 [K, C]   mean of per-sample means over (t, h, w)
-    /layers/<module name>/class_var     float32 [K, C]   mean of per-sample (biased) variances
-    /layers/<module name>/counts        int64   [K]      clips of class k used (n_k)
-    /layers/<module name>/running_mean  float32 [C]      the layer's BN running mean (global target)
-    /layers/<module name>/running_var   float32 [C]      the layer's BN running variance
-    attrs: format ("vdc-edc-stats-1"), arch, num_classes, num_clips (training clips actually used —
-           nothing is hard-coded), layers (JSON list of module names, ``named_modules`` order), view,
-           clip_len, clip_interval, input_size, frames_file, teacher_file, settings (JSON), vdc_version
-
-Mean and variance are written and read under their own names, never by position (the reference
-implementation swaps them on reload).
+The file layout (and its reader and writer) is in vdc/formats/stats.py: EDC reads the statistics
+through that module, never through this stage's code.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
-import numpy as np
 import torch
 import torch.nn as nn
 
-from vdc import __version__
 from vdc.data import clips as C
 from vdc.data.frames import Frames, load_bank
-from vdc.utils import atomic_path
+from vdc.errors import InputError
+from vdc.formats.stats import FORMAT, EDCStats, LayerStats, bn_layers, write_stats
+from vdc.progress import Progress
 
-FORMAT = "vdc-edc-stats-1"
 VIEW = "centre clip, centre crop"
 log = logging.getLogger("vdc.stats")
-
-
-@dataclass
-class LayerStats:
-    """Targets of one BatchNorm3d layer (numpy arrays; K classes, C channels)."""
-
-    class_mean: np.ndarray    # [K, C]
-    class_var: np.ndarray     # [K, C]
-    counts: np.ndarray        # [K]
-    running_mean: np.ndarray  # [C]
-    running_var: np.ndarray   # [C]
-
-
-@dataclass
-class EDCStats:
-    layers: dict[str, LayerStats]   # module name -> targets, in named_modules order
-    attrs: dict
-
-    @property
-    def num_clips(self) -> int:
-        return int(self.attrs["num_clips"])
-
-
-def bn_layers(net: nn.Module) -> list[tuple[str, nn.BatchNorm3d]]:
-    """Every BatchNorm3d of ``net`` as (module name, module), in registration order."""
-    return [(n, m) for n, m in net.named_modules() if isinstance(m, nn.BatchNorm3d)]
 
 
 def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,13 +45,11 @@ def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: int, input_size: int,
-                  device="cpu", batch: int = 64, progress: bool = True) -> EDCStats:
+                  device="cpu", batch: int = 64) -> EDCStats:
     """The per-class statistics at every BatchNorm3d input of ``net`` over the training split.
 
     ``net`` must already be in eval mode (its running statistics are what EDC matches, and a pass
     in train mode would change them); a network in train mode is an error."""
-    from tqdm import tqdm
-
     if net.training:
         raise ValueError("compute_stats: the network must be in eval mode (net.eval())")
     layers = bn_layers(net)
@@ -102,7 +59,8 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
     k = frames.num_classes
     n = len(bank)
     if n == 0:
-        raise ValueError(f"{frames.path}: the training split is empty; nothing to compute statistics from")
+        raise InputError(f"{frames.path}: the training split is empty; nothing to compute statistics from "
+                         f"(check the dataset's annotations and rerun extract)")
     sums_m = {name: None for name, _ in layers}
     sums_v = {name: None for name, _ in layers}
     counts = torch.zeros(k, dtype=torch.float64, device=device)
@@ -120,8 +78,9 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
         return fn
 
     handles = [mod.register_forward_hook(hook(name)) for name, mod in layers]
+    progress = Progress(-(-n // batch), f"stats {type(net).__name__}", log, unit="batch")
     try:
-        for start in tqdm(range(0, n, batch), desc="stats", disable=None if progress else True):
+        for start in range(0, n, batch):
             pos = torch.arange(start, min(start + batch, n), device=bank.lengths.device)
             idx = C.center_frame_indices(bank.lengths[pos], clip_len, clip_interval)
             x = C.normalize(C.center_crop(bank.gather(pos, idx), input_size)).to(device)
@@ -129,13 +88,15 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
             labels_now["y"] = y
             counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
             net(x)
+            progress.update()
     finally:
         for h in handles:
             h.remove()
+        progress.close()
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
         names = [frames.classes[i] for i in empty]
-        raise ValueError(f"{frames.path}: classes {names} have no training video; EDC's class-wise targets "
+        raise InputError(f"{frames.path}: classes {names} have no training video; EDC's class-wise targets "
                          f"need at least one per class (check the dataset's split files)")
     unused = [name for name, _ in layers if sums_m[name] is None]
     if unused:
@@ -155,75 +116,21 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
     return EDCStats(layers=out, attrs=attrs)
 
 
-def write_stats(stats: EDCStats, path: str | Path) -> None:
-    """Write ``stats`` atomically in the layout of the module docstring."""
-    with atomic_path(path, suffix=".h5.tmp") as tmp:
-        with h5py.File(tmp, "w") as h5:
-            g = h5.create_group("layers")
-            for name, ls in stats.layers.items():
-                lg = g.create_group(name)
-                lg["class_mean"] = ls.class_mean.astype(np.float32)
-                lg["class_var"] = ls.class_var.astype(np.float32)
-                lg["counts"] = ls.counts.astype(np.int64)
-                lg["running_mean"] = ls.running_mean.astype(np.float32)
-                lg["running_var"] = ls.running_var.astype(np.float32)
-            attrs = {**stats.attrs, "layers": list(stats.layers), "vdc_version": __version__}
-            for key, v in attrs.items():
-                h5.attrs[key] = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v
-
-
-def read_stats(path: str | Path) -> EDCStats:
-    """Read a statistics file; every array by its own name (mean is mean, variance is variance)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: EDC statistics not found; run `snakemake {path}` (rule edc_stats)")
-    with h5py.File(path, "r") as h5:
-        if h5.attrs.get("format") != FORMAT or "layers" not in h5:
-            raise ValueError(f"{path}: not a vdc EDC statistics file (format {FORMAT}); delete it and rerun edc_stats")
-        attrs = {}
-        for key, v in h5.attrs.items():
-            if isinstance(v, str) and v[:1] in "[{":
-                v = json.loads(v)
-            attrs[key] = v.item() if isinstance(v, np.generic) else v
-        layers = {}
-        for name in attrs["layers"]:
-            lg = h5["layers"][name]
-            layers[name] = LayerStats(class_mean=lg["class_mean"][:], class_var=lg["class_var"][:],
-                                      counts=lg["counts"][:], running_mean=lg["running_mean"][:],
-                                      running_var=lg["running_var"][:])
-    return EDCStats(layers=layers, attrs=attrs)
-
-
-def check_matches(stats: EDCStats, net: nn.Module, path: str | Path, atol: float = 1e-4) -> None:
-    """Raise if ``stats`` were not computed from ``net`` (other BN layers, channels or running statistics)."""
-    names = [n for n, _ in bn_layers(net)]
-    if names != list(stats.layers):
-        raise ValueError(f"{path}: statistics for layers {list(stats.layers)[:4]}... but the network has "
-                         f"{names[:4]}...; rerun edc_stats for this teacher")
-    for name, mod in bn_layers(net):
-        ls = stats.layers[name]
-        same = (np.allclose(ls.running_mean, mod.running_mean.detach().cpu().numpy(), atol=atol)
-                and np.allclose(ls.running_var, mod.running_var.detach().cpu().numpy(), atol=atol))
-        if not same:
-            raise ValueError(f"{path}: layer {name}: the stored running statistics differ from the teacher's; "
-                             f"the teacher was retrained after the statistics pass — rerun edc_stats")
-
-
 def stats_for_teacher(frames_path: str | Path, teacher_path: str | Path, out_path: str | Path, settings: dict,
                       batch: int = 64) -> EDCStats:
     """The stats stage as a function: load the teacher, run the pass, write ``out_path``."""
     from vdc.formats.teacher import load_teacher
     from vdc.utils import get_device, seed_everything
 
-    seed_everything(0, settings.get("deterministic", True))
-    device = get_device(settings.get("device", "auto"))
+    seed_everything(0, settings["deterministic"])
+    device = get_device(settings["device"])
     ds = settings["dataset"]
     net = load_teacher(teacher_path, device)
     net.eval()
     with Frames(frames_path) as frames:
-        stats = compute_stats(net, frames, int(ds.get("clip_len", 8)), int(ds.get("clip_interval", 8)),
-                              int(ds["input_size"]), device=device, batch=batch)
-    stats.attrs.update(arch=settings.get("arch", ""), teacher_file=str(teacher_path), settings=settings)
+        stats = compute_stats(net, frames, int(ds["clip_len"]), int(ds["clip_interval"]), int(ds["input_size"]),
+                              device=device, batch=batch)
+    stats.attrs.update(arch=settings["arch"], teacher_file=str(teacher_path), settings=settings)
     write_stats(stats, out_path)
     log.info("%s: statistics of %d BN layers over %d training clips", out_path, len(stats.layers), stats.num_clips)
     return stats

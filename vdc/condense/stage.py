@@ -7,16 +7,16 @@
 What the stage does, in order:
 
 1. builds a :class:`vdc.condense.base.Context` (frames, teachers / experts / statistics / init set given
-   as arguments, the method's merged settings, a private checkpoint folder
-   ``<workdir>/condense/<dataset>/<method>/ipc<IPC>-<temporal>-seed<S>``);
+   as arguments, the stage settings and the method's merged settings, a private checkpoint folder
+   ``vdc.resume.job_dir(<workdir>, "condense", <out>)``);
 2. seeds everything from the job's seed (``ctx.rng`` / ``ctx.generator`` are seeded from it too);
 3. looks the method up by its base name (``vdc.condense.get_method``; a ``module:`` setting names a
    module outside vdc) and calls it;
 4. validates the result (:func:`validate_condensed`): labels in range, at most IPC clips per class and
    exactly IPC where the class has that many training videos, T_c frames per clip, spatial size =
    storage or input size, finite values, source videos that are training videos of the clip's class;
-5. adds the common attributes (``ctx.base_attrs()`` plus wall time and device) and writes the set
-   atomically.
+5. adds the common attributes (``ctx.base_attrs()`` plus wall time and device), writes the set
+   atomically and removes the method's checkpoints (``ctx.checkpoint``).
 
 Python entry point for tests and notebooks: :func:`run_condense`.
 """
@@ -33,17 +33,10 @@ from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.condense import get_method
 from vdc.condense.base import Context
 from vdc.condensed import CondensedSet
-from vdc.config import parse_temporal
+from vdc.resume import job_dir
 from vdc.utils import get_device, seed_everything, set_threads
 
 log = logging.getLogger("vdc.condense")
-
-
-def job_workdir(settings: dict) -> Path:
-    """``<workdir>/condense/<dataset>/<method>/ipc<IPC>-<temporal>-seed<S>``: the job's checkpoint folder."""
-    tag = parse_temporal(settings["settings"]["temporal"]).tag
-    return (Path(settings["workdir"]) / "condense" / settings["dataset"]["name"] / settings["method"]
-            / f"ipc{settings['ipc']}-{tag}-seed{settings['seed']}")
 
 
 def run_condense(frames_path: str | Path, out_path: str | Path, settings: dict,
@@ -54,10 +47,10 @@ def run_condense(frames_path: str | Path, out_path: str | Path, settings: dict,
     validate the set and write it to ``out_path``. Returns the written set."""
     ms = settings["settings"]
     seed = int(settings["seed"])
-    seed_everything(seed, settings.get("deterministic", True))
-    device = get_device(settings.get("device", "auto"))
+    seed_everything(seed, settings["deterministic"])
+    device = get_device(settings["device"])
     ctx = Context(frames_path=Path(frames_path), ipc=int(settings["ipc"]), seed=seed, settings=ms, stage=settings,
-                  device=device, workdir=Path(workdir) if workdir else job_workdir(settings),
+                  device=device, workdir=Path(workdir or job_dir(settings["workdir"], "condense", out_path)),
                   teacher_paths={a: Path(p) for a, p in (teacher_paths or {}).items()},
                   experts_path=Path(experts_path) if experts_path else None,
                   stats_paths={a: Path(p) for a, p in (stats_paths or {}).items()},
@@ -77,6 +70,7 @@ def run_condense(frames_path: str | Path, out_path: str | Path, settings: dict,
             log.warning("method attrs %s differ from the stage's and are replaced by them", clash)
         cs.attrs = {**cs.attrs, **base, "wall_time_s": round(time.time() - t0, 3), "device": str(device)}
         cs.write(out_path)
+        ctx.remove_checkpoints()
     finally:
         if "frames" in ctx.__dict__:  # the cached Frames handle, if the method opened it
             ctx.frames.close()
@@ -154,7 +148,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experts", help="expert trajectories HDF5 (DATM)")
     p.add_argument("--stats", action="append", metavar="ARCH=PATH", help="EDC statistics file (repeatable)")
     p.add_argument("--init", help="a condensed set to initialise from (EDC init: rded)")
-    p.add_argument("--workdir-job", help="checkpoint folder of this job (default: <workdir>/condense/<ds>/<method>/<tag>)")
+    p.add_argument("--workdir-job", help="checkpoint folder of this job (default: <workdir>/condense/<job>, "
+                                         "vdc.resume.job_dir)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     add_settings_arguments(p)
     g = p.add_argument_group("with --config: the job's wildcards")

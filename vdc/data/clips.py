@@ -198,6 +198,20 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     return x * std + mean
 
 
+def normalize_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of channel-last pixels [..., 3] in [0, 1] (e.g. clips [B, T, H, W, 3])."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype)
+    return (x - mean) / std
+
+
+def denormalize_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize_channels_last`: [..., 3] normalised -> pixels."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype)
+    return x * std + mean
+
+
 def cutmix(x: torch.Tensor, alpha: float = 1.0, generator: torch.Generator | None = None):
     """CutMix on [B, C, T, H, W]: one box (all frames) per batch pasted from a permutation of the
     batch. Returns (mixed x, permutation, lam) with lam = kept fraction of the original."""

@@ -15,50 +15,45 @@ authors    0.02   0.9       1e-4    40         random resized crop (0.08-1) + fl
 mtt        0.01   0         0       none       none: centre crop (MTT / DATM buffer.py)
 =========  =====  ========  ======  =========  ===========================================
 
-Constant learning rate, batch ``experts.batch`` (16), one random 8-frame clip per video per epoch
-(``vdc.data.clips.train_frame_indices``). After training, each expert's test top-1 (centre clip,
-centre crop) is recorded.
+Expert i (seed s_i = experts.seed * 100003 + i) is initialised after ``torch.manual_seed(s_i)`` and
+draws its data order, windows and crops from a generator seeded with s_i: SGD at a constant learning
+rate, batch ``experts.batch`` (16), one random 8-frame clip per video per epoch in a fresh random
+order (``vdc.train.loop.train_batch``, with augmentation or the centre crop). After the last epoch
+its test top-1 (one centre clip x centre crop per test video, ``vdc.train.loop.test_accuracy``) is
+recorded. A NaN or infinite training loss stops the job (NonFiniteError), nothing is written.
 
-Layout of ``results/experts/<dataset>/experts.h5``::
+Output: the experts file, layout in vdc/formats/experts.py (written atomically once all experts are
+done; DATM reads it through that module).
 
-    /expert_<i>/params  float32|float16 [S, P]  S = keep_epochs + 1 snapshots (row e = after epoch e,
-                                                 row 0 = the initialisation); P = all parameters,
-                                                 flattened and concatenated in named_parameters()
-                                                 order (vdc.condense.trajectory.FlatModel's layout)
-        attrs: test_top1 (percent, after the last trained epoch), train_loss (per epoch, JSON),
-               seed, epochs
-    /param_names   str   [n]   parameter names, in order
-    /param_shapes  int64 [n, 5] each parameter's shape, padded with -1
-    attrs: arch, model (JSON), num_classes, num_experts, epochs, keep_epochs, recipe (JSON of the
-           resolved hyperparameters), dtype, input_size, clip_len, clip_interval, dataset, frames_file,
-           num_params, settings (JSON), vdc_version
-
-Resume: every expert checkpoints to ``<workdir>/experts/<dataset>/expert_<i>.pt`` after each epoch
-(model, optimiser and generator states, snapshots so far); a finished expert's file is kept and
-reused, an unfinished one resumes from its last epoch (with the data generator's and the global
-RNG's states, which dropout uses) and ends bit-identical on the CPU. The output
-file is written atomically once all experts are done.
+Resume (vdc/resume.py): each expert checkpoints to ``<job dir>/expert_<i>.pt`` after every epoch
+(model, optimiser, the data generator's and the global RNG's states — dropout draws from the latter —
+and the snapshots so far), tied to the settings, the frames file's contents and the code. A rerun
+reuses finished experts and resumes an unfinished one from its last epoch, ending bit-identical on
+the CPU. All checkpoints are removed once the experts file is written.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from vdc import __version__
 from vdc.cli import add_settings_arguments, resolve_settings
-from vdc.data import clips as C
 from vdc.data.frames import Frames, VideoBank, load_bank
+from vdc.errors import InputError, NonFiniteError
+from vdc.fingerprint import job_code
+from vdc.formats.experts import ExpertRecord, write_experts
 from vdc.models import create_model
-from vdc.utils import atomic_path, get_device, save_torch, seed_everything, set_threads
+from vdc.progress import Progress
+from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
+from vdc.train import loop
+from vdc.utils import get_device, seed_everything, set_threads
 
 log = logging.getLogger("vdc.experts")
 
@@ -66,219 +61,155 @@ RECIPES = {
     "authors": {"lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4, "grad_clip": 40.0, "augment": True},
     "mtt": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "grad_clip": 0.0, "augment": False},
 }
+TEST_BATCH = 64
 
 
 def resolve_recipe(ex: dict) -> dict:
-    """The recipe's hyperparameters with explicit keys of the experts section taken over them."""
-    r = dict(RECIPES[ex.get("recipe", "authors")])
+    """The recipe's hyperparameters with the experts section's explicit (non-null) keys taken over them."""
+    r = dict(RECIPES[ex["recipe"]])
     for k in r:
-        if ex.get(k) is not None:
+        if ex[k] is not None:
             r[k] = ex[k]
-    r["batch"] = int(ex.get("batch", 16))
+    r["batch"] = int(ex["batch"])
     return r
 
 
 def keep_epochs(ex: dict) -> int:
-    """Snapshots kept: 0..keep_epochs (default every epoch), never more than were trained."""
-    k = ex.get("keep_epochs")
+    """Snapshots kept: 0..keep_epochs (null: every epoch), never more than were trained."""
+    k = ex["keep_epochs"]
     return int(ex["epochs"]) if k is None else min(int(k), int(ex["epochs"]))
 
 
+def expert_seed(ex: dict, i: int) -> int:
+    return int(ex["seed"]) * 100003 + i
+
+
 def flat_params(model: torch.nn.Module) -> torch.Tensor:
+    """All parameters, flattened and concatenated in named_parameters() order (float32, CPU)."""
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
 
 
 # ----------------------------------------------------------------------------- one expert
 
-def _clip_batch(bank: VideoBank, videos: torch.Tensor, frame_idx: torch.Tensor, size: int, augment: bool,
-                generator: torch.Generator | None) -> torch.Tensor:
-    raw = bank.gather(videos, frame_idx)
-    x = C.random_resized_crop_flip(raw, size, generator=generator) if augment else C.center_crop(raw, size)
-    return C.normalize(x)
+def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: VideoBank, dataset: dict, rec: dict,
+                gen: torch.Generator, where: str) -> float:
+    """One pass over the training videos in a fresh random order; returns the mean training loss.
+    A non-finite loss raises NonFiniteError naming ``where``."""
+    n = len(train)
+    perm = torch.randperm(n, generator=gen).to(train.labels.device)
+    total, count = 0.0, 0
+    for s in range(0, n, rec["batch"]):
+        videos = perm[s:s + rec["batch"]]
+        x = loop.train_batch(train, videos, dataset, gen, augment=rec["augment"])
+        loss = F.cross_entropy(model(x), train.labels[videos])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if rec["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), rec["grad_clip"])
+        opt.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteError(f"{where}: the training loss is {value}; nothing was written. Lower experts.lr "
+                                 f"(or set experts.grad_clip) and rerun")
+        total += value * len(videos)
+        count += len(videos)
+    return total / max(count, 1)
 
 
-@torch.no_grad()
-def test_top1(model: torch.nn.Module, bank: VideoBank, size: int, clip_len: int, interval: int,
-              batch: int = 64) -> float:
-    """Top-1 (percent) on the centre clip, centre crop of every video of ``bank``."""
-    model.eval()
-    correct = 0
-    dev = bank.lengths.device
-    for s in range(0, len(bank), batch):
-        v = torch.arange(s, min(s + batch, len(bank)), device=dev)
-        fi = C.center_frame_indices(bank.lengths[v], clip_len, interval)
-        x = C.normalize(C.center_crop(bank.gather(v, fi), size))
-        correct += int((model(x).argmax(1) == bank.labels[v]).sum())
-    return 100.0 * correct / max(len(bank), 1)
-
-
-def train_one_expert(i: int, train: VideoBank, test: VideoBank, num_classes: int, settings: dict,
-                     work: Path, device: torch.device, source: str = "") -> dict:
-    """Train expert ``i`` (resuming from ``work/expert_<i>.pt``); returns {snapshots [S, P], test_top1,
-    train_loss, seed, epochs}. ``source`` identifies the frames file: a checkpoint of other data is not resumed."""
+def train_one_expert(i: int, train: VideoBank, test: loop.TestClips, num_classes: int, settings: dict,
+                     ckpt: Checkpoint, device: torch.device) -> dict:
+    """Train expert ``i`` (resuming from ``ckpt``); returns {snapshots [S] of [P], train_loss, test_top1,
+    seed, epoch, done}."""
     ex, ds = settings["experts"], settings["dataset"]
-    rec = resolve_recipe(ex)
-    epochs, keep = int(ex["epochs"]), keep_epochs(ex)
-    size, clip_len, interval = int(ds["input_size"]), int(ds.get("clip_len", 8)), int(ds.get("clip_interval", 8))
-    seed = int(ex.get("seed", 0)) * 100003 + i
-    ckpt_path = work / f"expert_{i}.pt"
+    rec, epochs, keep, seed = resolve_recipe(ex), int(ex["epochs"]), keep_epochs(ex), expert_seed(ex, i)
+    where = f"experts {ds['name']} (expert {i})"
 
+    # initialisation
     torch.manual_seed(seed)
     model = create_model(settings["arch"], num_classes, **settings["model"]).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=rec["lr"], momentum=rec["momentum"],
-                          weight_decay=rec["weight_decay"])
+    opt = torch.optim.SGD(model.parameters(), lr=rec["lr"], momentum=rec["momentum"], weight_decay=rec["weight_decay"])
     gen = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "snapshots": [flat_params(model)], "train_loss": [], "done": False, "seed": seed}
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["settings"] != _identity(settings, source):
-            log.warning("%s was written with other settings; retraining expert %d", ckpt_path, i)
-        else:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["opt"])
-            gen.set_state(ck["gen"])
-            _set_global_rng(ck["rng"])
-            state = ck["state"]
-            log.info("expert %d: resuming after epoch %d", i, state["epoch"])
-    if state["done"]:
-        return state
 
-    n = len(train)
-    bar = tqdm(range(state["epoch"], epochs), desc=f"expert {i}", disable=None, leave=False)
-    for epoch in bar:
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(train.lengths.device)
-        total, count = 0.0, 0
-        for s in range(0, n, rec["batch"]):
-            v = perm[s:s + rec["batch"]]
-            fi = C.train_frame_indices(train.lengths[v], clip_len, interval, generator=gen)
-            x = _clip_batch(train, v, fi, size, rec["augment"], gen)
-            loss = F.cross_entropy(model(x), train.labels[v])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if rec["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), rec["grad_clip"])
-            opt.step()
-            total += float(loss.detach()) * len(v)
-            count += len(v)
+    # resume
+    saved = ckpt.load()
+    if saved is not None:
+        state = saved["state"]
+        if state["done"]:
+            log.info("expert %d: finished earlier (%s)", i, ckpt.path)
+            return state
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"], gen)
+        log.info("expert %d: resuming after epoch %d (%s)", i, state["epoch"], ckpt.path)
+
+    # train
+    progress = Progress(epochs, f"expert {i + 1}/{ex['num_experts']} ({settings['arch']})", log, unit="epoch",
+                        initial=state["epoch"])
+    model.train()
+    for epoch in range(state["epoch"], epochs):
+        state["train_loss"].append(train_epoch(model, opt, train, ds, rec, gen, where))
         state["epoch"] = epoch + 1
-        state["train_loss"].append(total / max(count, 1))
         if epoch + 1 <= keep:
             state["snapshots"].append(flat_params(model))
-        bar.set_postfix(loss=f"{state['train_loss'][-1]:.3f}")
         if epoch + 1 == epochs:
-            state["test_top1"] = test_top1(model, test, size, clip_len, interval)
+            state["test_top1"] = loop.test_accuracy(model, test, batch=TEST_BATCH)["top1"]
             state["done"] = True
-        save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "rng": _global_rng(), "state": state, "settings": _identity(settings, source)}, ckpt_path)
+        progress.update(milestone=True, loss=state["train_loss"][-1])
+        ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(gen), "state": state})
+    progress.close()
     log.info("expert %d: %d epochs, last train loss %.4f, test top1 %.2f", i, epochs,
              state["train_loss"][-1], state["test_top1"])
     return state
-
-
-def _global_rng() -> dict:
-    """The global RNG states (dropout draws from them), so a resumed expert continues identically."""
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_global_rng(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _identity(settings: dict, source: str) -> str:
-    """What an expert checkpoint must agree on to be resumed: the settings (but threads, num_experts,
-    dtype) and the frames file (path, size, modification time)."""
-    ex = {k: v for k, v in settings["experts"].items() if k not in ("threads", "num_experts", "dtype")}
-    return json.dumps({"arch": settings["arch"], "model": settings["model"], "experts": ex,
-                       "dataset": settings["dataset"], "frames": source}, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- the stage
 
 def train_experts(frames_path: str | Path, out_path: str | Path, settings: dict,
                   workdir: str | Path | None = None) -> dict:
-    """Train every expert and write the experts file (layout in the module docstring). Returns a summary."""
+    """Train every expert and write the experts file (layout: vdc/formats/experts.py). ``workdir``: the
+    job's checkpoint folder (default ``job_dir(settings["workdir"], "experts", out_path)``). Returns a summary."""
     ex, ds = settings["experts"], settings["dataset"]
-    seed_everything(int(ex.get("seed", 0)), settings.get("deterministic", True))
-    set_threads(ex.get("threads"))
-    device = get_device(settings.get("device", "auto"))
-    work = Path(workdir or settings.get("workdir", "work")) / "experts" / ds["name"]
-    work.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(ex["seed"]), settings["deterministic"])
+    set_threads(ex["threads"])
+    device = get_device(settings["device"])
     t0 = time.time()
-    frames = Frames(frames_path)
-    train, test = load_bank(frames, "train", device), load_bank(frames, "test", device)
-    if len(train) == 0:
-        raise ValueError(f"{frames_path}: no training videos; re-run extraction for dataset {ds['name']}")
-    k = frames.num_classes
-    st = Path(frames_path).stat()
-    source = f"{Path(frames_path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    results = [train_one_expert(i, train, test, k, settings, work, device, source)
-               for i in range(int(ex["num_experts"]))]
 
-    probe = create_model(settings["arch"], k, **settings["model"])
-    names = [n for n, _ in probe.named_parameters()]
-    shapes = np.full((len(names), 5), -1, np.int64)
-    for j, (_, p) in enumerate(probe.named_parameters()):
-        shapes[j, :p.dim()] = p.shape
-    dtype = np.float16 if ex.get("dtype", "float32") == "float16" else np.float32
+    # data
+    frames = Frames(frames_path)
+    train = load_bank(frames, "train", device)
+    test = loop.TestClips(load_bank(frames, "test", device), ds)
+    if len(train) == 0:
+        raise InputError(f"{frames_path}: no training videos; check the annotations of dataset {ds['name']} "
+                         f"and rerun extract")
+    num_classes = frames.num_classes
+
+    # one resumable checkpoint per expert
+    folder = Path(workdir or job_dir(settings["workdir"], "experts", out_path))
+    identity = job_identity(settings, {"frames": frames_path}, job_code("experts", settings))
+    ckpts = [Checkpoint(folder / f"expert_{i}.pt", identity, log) for i in range(int(ex["num_experts"]))]
+    log.info("%d experts %s on %s: %d train / %d test videos, recipe %s, device %s", len(ckpts), settings["arch"],
+             ds["name"], len(train), len(test), json.dumps(resolve_recipe(ex), sort_keys=True), device)
+    results = [train_one_expert(i, train, test, num_classes, settings, ckpt, device) for i, ckpt in enumerate(ckpts)]
+
+    # output
     keep = keep_epochs(ex)
-    with atomic_path(out_path, suffix=".h5.tmp") as tmp:
-        with h5py.File(tmp, "w") as h5:
-            for i, r in enumerate(results):
-                snaps = torch.stack(r["snapshots"][:keep + 1]).numpy().astype(dtype)
-                g = h5.create_group(f"expert_{i}")
-                g.create_dataset("params", data=snaps, chunks=(1, snaps.shape[1]))
-                g.attrs["test_top1"] = float(r["test_top1"])
-                g.attrs["train_loss"] = json.dumps(r["train_loss"])
-                g.attrs["seed"] = int(r.get("seed", i))
-                g.attrs["epochs"] = int(r["epoch"])
-            h5.create_dataset("param_names", data=names, dtype=h5py.string_dtype())
-            h5["param_shapes"] = shapes
-            attrs = {"arch": settings["arch"], "model": json.dumps(settings["model"], sort_keys=True),
-                     "num_classes": k, "num_experts": len(results), "epochs": int(ex["epochs"]),
-                     "keep_epochs": keep, "recipe": json.dumps(resolve_recipe(ex), sort_keys=True),
-                     "dtype": np.dtype(dtype).name, "input_size": int(ds["input_size"]),
-                     "clip_len": int(ds.get("clip_len", 8)), "clip_interval": int(ds.get("clip_interval", 8)),
-                     "dataset": ds["name"], "frames_file": str(frames_path),
-                     "num_params": int(sum(p.numel() for p in probe.parameters())),
-                     "settings": json.dumps(settings, sort_keys=True), "vdc_version": __version__}
-            for key, v in attrs.items():
-                h5.attrs[key] = v
+    dtype = np.float16 if ex["dtype"] == "float16" else np.float32
+    records = [ExpertRecord(params=torch.stack(r["snapshots"][:keep + 1]).numpy().astype(dtype),
+                            test_top1=float(r["test_top1"]), train_loss=r["train_loss"], seed=int(r["seed"]),
+                            epochs=int(r["epoch"])) for r in results]
+    attrs = {"arch": settings["arch"], "model": json.dumps(settings["model"], sort_keys=True),
+             "num_classes": num_classes, "epochs": int(ex["epochs"]), "keep_epochs": keep,
+             "recipe": json.dumps(resolve_recipe(ex), sort_keys=True), "dtype": np.dtype(dtype).name,
+             "input_size": int(ds["input_size"]), "clip_len": int(ds["clip_len"]),
+             "clip_interval": int(ds["clip_interval"]), "dataset": ds["name"], "frames_file": str(frames_path),
+             "settings": json.dumps(settings, sort_keys=True)}
+    write_experts(out_path, records, create_model(settings["arch"], num_classes, **settings["model"]), attrs)
+    for ckpt in ckpts:
+        ckpt.remove()
     accs = [r["test_top1"] for r in results]
     log.info("%d experts in %.1f s; test top1 %s", len(results), time.time() - t0, ", ".join(f"{a:.1f}" for a in accs))
     return {"test_top1": accs, "wall_time_s": time.time() - t0, "keep_epochs": keep}
-
-
-class Experts:
-    """Reader of an experts file: metadata eagerly, snapshots on demand."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: experts file not found; run the experts stage (snakemake {self.path})")
-        self._h5 = h5py.File(self.path, "r")
-        a = self._h5.attrs
-        self.arch = str(a["arch"])
-        self.model = json.loads(a["model"])
-        self.num_classes = int(a["num_classes"])
-        self.num_experts = int(a["num_experts"])
-        self.keep_epochs = int(a["keep_epochs"])
-        self.num_params = int(a["num_params"])
-        self.names = [n.decode() if isinstance(n, bytes) else n for n in self._h5["param_names"][:]]
-        self.test_top1 = [float(self._h5[f"expert_{i}"].attrs["test_top1"]) for i in range(self.num_experts)]
-
-    def snapshot(self, expert: int, epoch: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
-        """Flat parameters [P] of ``expert`` after ``epoch`` (0 = initialisation)."""
-        if not 0 <= epoch <= self.keep_epochs:
-            raise IndexError(f"{self.path}: epoch {epoch} not stored (0..{self.keep_epochs}); raise "
-                             f"experts.keep_epochs to at least max_start_epoch + expert_epochs and rerun the experts stage")
-        row = self._h5[f"expert_{expert}/params"][epoch]
-        return torch.from_numpy(np.asarray(row)).to(device=device, dtype=dtype)
-
-    def close(self) -> None:
-        self._h5.close()
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -286,12 +217,11 @@ class Experts:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", required=True, help="frames HDF5 of the dataset")
     p.add_argument("--out", required=True, help="experts HDF5 to write")
-    p.add_argument("--workdir", help="checkpoint folder root (default: settings workdir)")
     add_settings_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
     settings = resolve_settings(args, "experts")
-    summary = train_experts(args.frames, args.out, settings, args.workdir)
+    summary = train_experts(args.frames, args.out, settings)
     print(json.dumps(summary))
     return 0

@@ -20,12 +20,17 @@ from vdc.data.frames import VideoBank
 # ----------------------------------------------------------------------------- data
 
 def train_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator: torch.Generator,
-                scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+                scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), augment: bool = True) -> torch.Tensor:
     """Training view of real videos: a random window of clip_len frames at clip_interval, one random
-    resized crop + flip per clip (same for all its frames), normalised.
+    resized crop + flip per clip (same for all its frames), normalised. ``augment=False``: the centre
+    crop instead (no crop/flip draws; the window is still random).
     videos [B] (bank positions, on the bank's device) -> float [B, 3, clip_len, S, S]."""
     idx = C.train_frame_indices(bank.lengths[videos], dataset["clip_len"], dataset["clip_interval"], generator)
-    x = C.random_resized_crop_flip(bank.gather(videos, idx), dataset["input_size"], scale, ratio, generator=generator)
+    raw = bank.gather(videos, idx)
+    if augment:
+        x = C.random_resized_crop_flip(raw, dataset["input_size"], scale, ratio, generator=generator)
+    else:
+        x = C.center_crop(raw, dataset["input_size"])
     return C.normalize(x)
 
 
