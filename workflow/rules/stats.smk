@@ -1,5 +1,5 @@
 # The statistics stage (EDC): per-class BatchNorm-input statistics of one trained network over the real
-# training clips (layout: vdc/condense/edc_stats.py). The condense rule asks for one file per network
+# training clips (layout: vdc/formats/stats.py; stage code: vdc/condense/edc_stats.py). The condense rule asks for one file per network
 # an EDC variant condenses with (common.smk: method_needs -> stats_<arch>).
 
 
