@@ -153,31 +153,42 @@ def method_needs(wildcards):
 
 
 # ------------------------------------------------------------------ targets
+# Every table and figure is a study (vdc/studies.py) that expands to exactly the runs its cells need;
+# study.tables names the studies `snakemake` builds by default, and every study is a target of its own
+# (`snakemake table5`, tables.smk). A run is one evaluation JSON at vdc.config.eval_path (its condensed
+# set at PATHS["condensed"], its temporal tag explicit), so a run several studies share is one file,
+# computed once.
+from vdc import report as vdc_report
+from vdc.studies import STUDIES, check as check_studies, spec as study_spec, study_runs, teacher_archs
+
+try:
+    _study_problems = check_studies(config)
+except ConfigError as _err:
+    raise WorkflowError(str(_err)) from None
+if _study_problems:
+    raise WorkflowError("\n".join(["the studies of study.tables cannot be built:", *_study_problems]))
+
+STUDY_RUNS = study_runs(config)  # every run of the default studies, each once
+TABLE_EXTS = ("md", "csv", "tex", "html", "png")
+REPORT = os.path.join(RESULTS, "report")
+
+
+def runs_of(name):
+    """The runs of one study (a WorkflowError names the config key when it cannot be built)."""
+    try:
+        return study_spec(config, name).runs()
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
 def study_condensed():
-    out = []
-    for ds in STUDY["datasets"]:
-        for m in STUDY["methods"]:
-            for ipc in STUDY["ipc"]:
-                for s in STUDY["seeds"]:
-                    out.append(condensed_of(ds, m, ipc, s))
-    return out
+    """Every condensed set the default studies train on."""
+    return sorted({r.condensed_path(config) for r in STUDY_RUNS})
 
 
 def study_evals():
-    """Every evaluation the tables and Figure 4 need."""
-    out = []
-    for ds in STUDY["datasets"]:
-        for m in STUDY["methods"]:
-            for s in STUDY["seeds"]:
-                for ipc in STUDY["ipc"]:
-                    for lab in STUDY["labels"]:
-                        out.append(eval_path(config, ds, m, ipc, s, STUDY["eval_arch"], lab))
-                for arch in STUDY["cross_arch"]:
-                    out.append(eval_path(config, ds, m, STUDY["cross_arch_ipc"], s, arch, "multisl"))
-        for m in STUDY.get("edc_networks", []):
-            for s in STUDY["seeds"]:
-                out.append(eval_path(config, ds, m, STUDY["edc_networks_ipc"], s, STUDY["eval_arch"], "multisl"))
-    return sorted(set(out))
+    """Every evaluation the default studies need."""
+    return sorted({r.eval_path(config) for r in STUDY_RUNS})
 
 
 def full_data_evals():
@@ -187,12 +198,124 @@ def full_data_evals():
             for ds in STUDY["datasets"]] if ipc else []
 
 
-def study_teachers():
-    return [path("teacher_metrics", dataset=ds, arch=config["teacher"]["arch"]) for ds in STUDY["datasets"]]
+def study_datasets(runs=None):
+    return sorted({r.dataset for r in (STUDY_RUNS if runs is None else runs)} | set(STUDY["datasets"]))
+
+
+def study_teachers(runs=None):
+    """The main teacher's metrics per dataset (the tables' Full-dataset row)."""
+    return [path("teacher_metrics", dataset=ds, arch=config["teacher"]["arch"]) for ds in study_datasets(runs)]
+
+
+def table_files(name):
+    """The files of one study: {md, csv, tex, html, png}."""
+    return {ext: os.path.join(path("tables"), f"{name}.{ext}") for ext in TABLE_EXTS}
+
+
+def table_outputs():
+    """Every file of the default studies."""
+    return [f for name in STUDY["tables"] for f in table_files(name).values()]
+
+
+def table_inputs(wildcards):
+    """A study's evaluation JSONs, plus the teacher metrics and frames files of its datasets."""
+    runs = runs_of(wildcards.study)
+    dss = sorted({r.dataset for r in runs}) or STUDY["datasets"]
+    return {"evals": sorted({r.eval_path(config) for r in runs}),
+            "teachers": [path("teacher_metrics", dataset=ds, arch=config["teacher"]["arch"]) for ds in dss],
+            "frames": [path("frames", dataset=ds) for ds in dss]}
+
+
+def paper_files():
+    """The paper's numbers side by side with this run's (tables.paper)."""
+    return {ext: os.path.join(path("tables"), f"paper.{ext}") for ext in ("md", "html")}
+
+
+MAIN_STUDIES = ("table8", "table9", "table11", "figure4", "label_curves")
+
+
+def compare_sets():
+    """The condensed sets shown side by side per (dataset, IPC, first seed): those of the main studies in
+    study.tables (else of all default studies)."""
+    main = [n for n in STUDY["tables"] if n in MAIN_STUDIES] or STUDY["tables"]
+    runs = {r for n in main for r in runs_of(n) if r.seed == min(STUDY["seeds"]) and r.method != "full"}
+    return sorted({r.condensed_path(config) for r in runs})
+
+
+def distilled_sets():
+    """Condensed sets of an optimising method (EDC, DATM and their variants): their /history is drawn."""
+    return [c for c, r in sorted({r.condensed_path(config): r for r in STUDY_RUNS}.items())
+            if method_settings(config, r.dataset, r.method, r.ipc)["base"] in ("edc", "datm")]
+
+
+def report_teachers():
+    """Metrics of every teacher the default studies read (labelers, EDC / RDED / Herding networks)."""
+    return [path("teacher_metrics", dataset=ds, arch=a) for ds, archs in teacher_archs(config, STUDY_RUNS).items()
+            for a in archs]
+
+
+def report_figures():
+    """Every file the report rules draw (tables.report)."""
+    sets = [f for c in study_condensed() for f in vdc_report.set_outputs(REPORT, c).values()]
+    pages = list(vdc_report.compare_groups(REPORT, compare_sets()))
+    curves = [vdc_report.teacher_curve_output(REPORT, t) for t in report_teachers()]
+    curves += vdc_report.eval_curve_outputs(REPORT, report_evals())
+    curves += [vdc_report.history_output(REPORT, c) for c in distilled_sets()]
+    return sets + pages + curves
+
+
+def report_evals():
+    """The evaluations whose curves the report draws: the default studies' and the full-data runs."""
+    return sorted(set(study_evals() + full_data_evals()))
+
+
+# What the tables stage reads of the config (its params: a change to these reruns the tables).
+TABLE_KEYS = ("study", "studies", "datasets", "models", "evaluate", "methods", "tables", "teacher", "results")
+ABLATION_STUDIES = ("table2", "table3", "table4", "table5", "table6", "table7", "table10")
+
+
+def _tables_settings():
+    return shlex.quote(settings_json({k: config[k] for k in TABLE_KEYS if k in config}))
+
+
+def _rst(text):
+    """Plain text safe inside a reStructuredText caption."""
+    for ch in "\\*`|_":
+        text = text.replace(ch, f"\\{ch}")
+    return text
+
+
+def study_caption(wildcards):
+    from vdc.tables import study_caption as caption
+
+    try:
+        return _rst(caption(config, wildcards.study))
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def _study_kind(wildcards):
+    return "ablations" if wildcards.study in ABLATION_STUDIES else "main results"
+
+
+def _set_labels(condensed):
+    ds, method, stem = vdc_report.set_key(condensed)
+    return {"dataset": ds, "method": method, "set": stem}
+
+
+def _curve_labels(kind, f):
+    p = Path(f)
+    return {"dataset": p.name.split("-")[0], "figure": p.stem} if kind == "teachers" else \
+        {"dataset": p.parent.parent.name, "method": p.parent.name, "set": p.stem}
 
 
 def all_targets():
-    return [os.path.join(path("tables"), "table8.md"), *full_data_evals()]
+    out = table_outputs() + full_data_evals()
+    if config["tables"]["paper"]:
+        out += list(paper_files().values())
+    if config["tables"]["report"]:
+        out += report_figures()
+    return out
 
 
 # ------------------------------------------------------------------ inputs and arguments of rules
@@ -225,11 +348,3 @@ def eval_labeler(wildcards):
         return {}
     arch = labeler_arch(config, wildcards.dataset, wildcards.arch)
     return {"labeler": path("teacher", dataset=wildcards.dataset, arch=arch)}
-
-
-def table_outputs():
-    names = ["table8", "table9", "table11"] + (["table7"] if STUDY.get("edc_networks") else [])
-    out = {f"{n}_{ext}": os.path.join(path("tables"), f"{n}.{ext}") for n in names for ext in ("md", "csv")}
-    out.update(figure4=os.path.join(path("tables"), "figure4.png"),
-               figure4_csv=os.path.join(path("tables"), "figure4.csv"))
-    return out
