@@ -38,14 +38,16 @@
    measures exactly the operations a config needs, on the current device). An entry is keyed by
    op, arch, width, frames and size (+ syn_steps / batch_syn / memory mode for datm);
    other batch sizes are interpolated linearly between the two nearest measured ones (proportionally
-   from a single one), DATM iterations scale linearly in syn_steps and batch_syn. An operation with
+   from a single one), other clip lengths scale linearly from the nearest measured one (3-D networks),
+   DATM iterations scale linearly in syn_steps and batch_syn. An operation with
    no entry costs nothing and is listed under "missing" (the estimate is then a lower bound, "≥").
    Without ``--bench``: ``benchmarks/vdc-costs.json`` when it exists, else the built-in H200 figures
    of ``vdc/bench/anchors.py`` (gpu-anchors.md, not measured by vdc; labelled so in the output).
 4. **Device-hours** = the sum of the device jobs' seconds (one GPU per job); **peak memory** of a job =
    its resident data (frames bank, test clips) + the model's parameters + the largest measured step
    peak among its operations (CUDA: ``max_memory_allocated``; CPU bench files: an activation estimate).
-   Host jobs (toy_dataset, extract, tables) are listed separately.
+   Every other rule's jobs (toy_dataset, extract, tables, reports) run on the host and are listed
+   separately (host-h: start-up plus their modelled work; rules without a model: start-up only).
 
 ``--compare DIR`` adds the measured seconds of a finished run (Snakemake's ``benchmarks/`` TSVs) next to
 the estimate, per rule and in total.
@@ -76,7 +78,7 @@ GIB = 2 ** 30
 # rule -> the stage whose settings its jobs receive (workflow/rules/*.smk)
 RULE_STAGE = {"toy_dataset": "toy", "extract": "extract", "teacher": "teacher", "experts": "experts",
               "stats": "stats", "condense": "condense", "evaluate": "evaluate", "tables": "tables"}
-HOST_RULES = {"toy_dataset", "extract", "tables"}
+DEVICE_RULES = {"teacher", "experts", "stats", "condense", "evaluate"}  # the rules that declare a GPU
 
 # Dataset sizes when no frames file exists yet (study.md section 2, split 1). source_frames: mean frames
 # per source video, approximate (UCF101 from study.md: 13,320 videos x 187 frames; the others typical).
@@ -445,8 +447,18 @@ class Costs:
             return base + (e.get("memory"),)
         return base
 
-    def _rows(self, op: str, key: dict) -> list[dict]:
-        return self._by_key.get(self._group({"op": op, **key}), [])
+    def _rows(self, op: str, key: dict) -> tuple[list[dict], float]:
+        """The entries of the operation's group and a time factor: 1, or frames / frames' of the nearest
+        clip length measured for the same op, arch, width and size (3-D networks: cost ~ frames)."""
+        rows = self._by_key.get(self._group({"op": op, **key}), [])
+        if rows or op == "datm":
+            return rows, 1.0
+        other = [g for g in self._by_key if g[:3] == self._group({"op": op, **key})[:3] and g[4] == key.get("size")
+                 and g[3] and key.get("frames")]
+        if not other:
+            return [], 1.0
+        g = min(other, key=lambda g: abs(g[3] - key["frames"]))
+        return self._by_key[g], key["frames"] / g[3]
 
     def lookup(self, op: str, key: dict) -> tuple[float, float | None] | None:
         """(seconds, step peak bytes or None) of one operation, or None when the file has no entry."""
@@ -456,7 +468,7 @@ class Costs:
         if op == "extract_video":  # host decoding: source frames / frames per second (a default rate if unmeasured)
             fps = float(self.scalars.get(op, {}).get("frames_per_s", DECODE_FPS))
             return key["source_frames"] / fps, None
-        rows = self._rows(op, key)
+        rows, factor = self._rows(op, key)
         if not rows:
             self.missing.add(json.dumps({"op": op, **{k: v for k, v in key.items() if k != "batch"}}, sort_keys=True))
             return None
@@ -467,7 +479,8 @@ class Costs:
                                                               if key["memory"] == "naive" else 1.0)
             peak = best.get("peak_bytes")
             return best["seconds"] * scale_t, (peak * scale_m if peak else None)
-        return _interpolate(rows, key["batch"])
+        t, m = _interpolate(rows, key["batch"])
+        return t * factor, (m * factor if m else m)
 
     def scalar(self, op: str, field_name: str) -> float | None:
         e = self.scalars.get(op)
@@ -511,7 +524,7 @@ class JobEstimate:
 
 
 def estimate_job(j: JobOps, costs: Costs) -> JobEstimate:
-    host = j.rule in HOST_RULES
+    host = j.rule not in DEVICE_RULES
     if not j.runs:
         return JobEstimate(j.rule, j.wildcards, 0.0, 0.0, host, True)
     startup = costs.scalar("startup", "seconds")

@@ -1,6 +1,8 @@
 """``python -m vdc.bench costs``: measure, on this device, the per-step costs a config's plan needs.
 
     python -m vdc.bench costs --configfile configs/ucf101.yaml --out benchmarks/vdc-costs.json
+    python -m vdc.bench costs --studies configs/*.yaml --list-ops ops.json     # what to measure (needs Snakemake)
+    python -m vdc.bench costs --ops ops.json --out costs.json                   # measure it (e.g. on a GPU machine)
 
 It asks the plan (vdc/plan.py: Snakemake's DAG, the dataset sizes, the operations of every job) which
 operations the study runs and measures each group (op, arch, width, frames, size) at up to four of
@@ -228,10 +230,50 @@ def needed(config_files, sizes=None) -> tuple[dict, dict, list]:
     return cfg, facts, [job_ops(j, cfg, facts) for j in jobs]
 
 
+def list_ops(studies: list[list[str]]) -> dict:
+    """What to measure for one or more studies (each a list of config files merged like --configfile):
+    ``{"format": "vdc-ops-1", "studies", "groups": [{op, key, batches, storage, classes, clip_interval}],
+    "datm": [{key, classes}], "toy": a toy dataset's settings or None, "performance", "deterministic"}``.
+    Groups are (op, arch, width, frames, size); batches per group as :func:`_pick_batches` picks them."""
+    groups: dict = defaultdict(Counter)
+    where: dict = {}
+    datm: dict = {}
+    toy, perf, det = None, None, None
+    for files in studies:
+        cfg, facts, jobs = needed(files)
+        perf, det = perf or cfg["performance"], cfg["deterministic"] if det is None else det
+        for name, ds in cfg["datasets"].items():
+            if ds["format"] == "toy" and name in facts and toy is None:
+                toy = ds
+        for j in jobs:
+            name = j.wildcards.get("dataset")
+            for op in j.ops:
+                # t_c (frames of a synthetic video) is not part of an edc / datm cost key (vdc/plan.py):
+                # such a group is measured once, with the longest t_c any job uses
+                if op.op in ("train", "forward", "edc"):
+                    g = (op.op, tuple(sorted((k, v) for k, v in op.key.items() if k not in ("batch", "t_c"))))
+                    groups[g][op.key["batch"]] += op.count
+                    w = where.setdefault(g, {"storage": facts[name]["storage"], "classes": facts[name]["classes"],
+                                             "clip_interval": cfg["datasets"][name]["clip_interval"]})
+                    if "t_c" in op.key:
+                        w["t_c"] = max(w.get("t_c", 0), op.key["t_c"])
+                elif op.op == "datm":
+                    g = tuple(sorted((k, v) for k, v in op.key.items() if k != "t_c"))
+                    d = datm.setdefault(g, {"classes": facts[name]["classes"], "t_c": 0})
+                    d["t_c"] = max(d["t_c"], op.key["t_c"])
+    return {"format": "vdc-ops-1", "studies": studies, "performance": perf, "deterministic": bool(det),
+            "groups": [{"op": op, "key": dict(items), "batches": _pick_batches(counter), **where[(op, items)]}
+                       for (op, items), counter in sorted(groups.items(), key=lambda kv: str(kv[0]))],
+            "datm": [{"key": dict(items), **d} for items, d in sorted(datm.items())], "toy": toy}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configfile", nargs="+", action="extend", default=[], metavar="FILE",
-                   help="config file(s) whose study to measure (default: config.yaml)")
-    p.add_argument("--out", default="benchmarks/vdc-costs.json", help="the bench file to write")
+                   help="config file(s) of one study, merged as snakemake --configfile does (default: config.yaml)")
+    p.add_argument("--studies", nargs="+", metavar="FILE", help="several studies, one config file each (instead of --configfile)")
+    p.add_argument("--list-ops", metavar="FILE", help="only write what would be measured (needs Snakemake), then stop")
+    p.add_argument("--ops", metavar="FILE", help="measure the operations of this --list-ops file (no Snakemake needed)")
+    p.add_argument("--out", default="benchmarks/vdc-costs.json", help="the bench file to write (rewritten after every entry)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1: as the default study's jobs run)")
     p.add_argument("--steps", type=int, default=3, help="timed runs per measurement")
@@ -243,73 +285,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(a: argparse.Namespace) -> int:
     from vdc.bench.datm import datm_iteration
     from vdc.bench.edc import measure_step
-
-    set_threads(a.threads)
-    device = get_device(a.device)
-    files = a.configfile or ["config.yaml"]
-    cfg, facts, jobs = needed(files)
-    accel = Accel.from_settings({"performance": cfg["performance"]}, device)
-    if device.type == "cuda" and not cfg["deterministic"]:
-        torch.backends.cudnn.benchmark = True
-    ds_of = {}  # group -> a dataset using it (storage size, clip interval, classes)
-    groups: dict = defaultdict(Counter)
-    datm_keys = {}
-    for j in jobs:
-        dataset = j.wildcards.get("dataset")
-        for op in j.ops:
-            if op.op in ("train", "forward", "edc"):
-                g = (op.op, tuple(sorted((k, v) for k, v in op.key.items() if k != "batch")))
-                groups[g][op.key["batch"]] += op.count
-                ds_of.setdefault(g, dataset)
-            elif op.op == "datm":
-                datm_keys[tuple(sorted(op.key.items()))] = dataset
-    entries, t0 = [], time.time()
-
-    def log(msg):
-        print(f"[{time.time() - t0:6.1f} s] {msg}", flush=True)
-
-    for (op, items), counter in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        if op in a.skip:
-            continue
-        key = dict(items)
-        name = ds_of[(op, items)]
-        ds, f = cfg["datasets"][name], facts[name]
-        for b in _pick_batches(counter):
-            if op == "train":
-                r = measure_train(key, b, f["storage"], f["classes"], ds["clip_interval"], accel, a.steps, a.warmup)
-            elif op == "forward":
-                r = measure_forward(key, b, f["classes"], accel, a.steps, a.warmup)
-            else:
-                r = measure_step(key["arch"], key["width"], f["classes"], key["size"], key["frames"], key["t_c"], b,
-                                 accel, a.steps, a.warmup)
-            entries.append({"op": op, **key, "batch": b, **r})
-            log(f"{op:<8} {key['arch']:<13} width {key['width']:<6g} {key['frames']}x{key['size']}^2 batch {b:<4} "
-                f"{r['seconds'] * 1e3:9.2f} ms" + (f", peak {r['peak_bytes'] / 2**20:.0f} MiB" if r.get("peak_bytes") else ""))
-    if "datm" not in a.skip:
-        for items, name in sorted(datm_keys.items()):
-            key = dict(items)
-            r = datm_iteration(key["arch"], key["width"], facts[name]["classes"], key["size"], key["frames"],
-                               key["batch_syn"], key["syn_steps"], key["memory"], accel.for_datm(), max(1, a.steps - 1))
-            entries.append({"op": "datm", **key, "seconds": r["time_s"], "peak_bytes": r["peak_bytes"]})
-            log(f"datm     {key['syn_steps']} steps x {key['batch_syn']} clips ({key['memory']}): {r['time_s']:.3f} s/iteration")
-    if "startup" not in a.skip:
-        entries.append({"op": "startup", "seconds": measure_startup(device)})
-        log(f"startup  {entries[-1]['seconds']:.2f} s")
-    if "load" not in a.skip:
-        entries.append({"op": "load", "bytes_per_s": measure_load(device)})
-        log(f"load     {entries[-1]['bytes_per_s'] / 1e6:.0f} MB/s")
-    toys = [d for d in cfg["datasets"].values() if d["format"] == "toy"]
-    if toys and "toy" not in a.skip:
-        per_video, fps = measure_toy(toys[0])
-        entries += [{"op": "toy_video", "seconds": per_video}, {"op": "extract_video", "frames_per_s": fps}]
-        log(f"toy      {per_video:.3f} s per generated video, extraction {fps:.0f} frames/s")
     from vdc.train.loop import device_name
 
+    if a.ops:
+        from vdc.errors import load_json
+
+        ops = load_json(a.ops, "operations list", "write it with python -m vdc.bench costs --list-ops FILE")
+    else:
+        ops = list_ops([[f] for f in a.studies] if a.studies else [a.configfile or ["config.yaml"]])
+    if a.list_ops:
+        write_json(a.list_ops, ops)
+        print(f"wrote {a.list_ops}: {len(ops['groups'])} groups, {len(ops['datm'])} DATM cases")
+        return 0
+    set_threads(a.threads)
+    device = get_device(a.device)
+    accel = Accel.from_settings({"performance": ops["performance"]}, device)
+    if device.type == "cuda" and not ops["deterministic"]:
+        torch.backends.cudnn.benchmark = True
     out = {"format": "vdc-costs-1", "device": device_name(device), "torch": torch.__version__,
            "created": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-           "source": f"python -m vdc.bench costs --configfile {' '.join(files)} ({accel.describe()})",
-           "config": files, "entries": entries}
-    write_json(a.out, out)
-    print(f"wrote {a.out}: {len(entries)} entries in {time.time() - t0:.0f} s; plan with: "
-          f"python -m vdc plan --configfile {' '.join(files)} --bench {a.out}")
+           "source": f"python -m vdc.bench costs for {' | '.join(' + '.join(s) for s in ops['studies'])} "
+                     f"({accel.describe()})", "studies": ops["studies"], "entries": []}
+    t0 = time.time()
+
+    def add(entry: dict, msg: str) -> None:
+        out["entries"].append(entry)
+        write_json(a.out, out)  # after every entry: a run cut short keeps what it measured
+        print(f"[{time.time() - t0:6.1f} s] {msg}", flush=True)
+
+    for g in ops["groups"]:
+        op, key = g["op"], g["key"]
+        if op in a.skip:
+            continue
+        for b in g["batches"]:
+            if op == "train":
+                r = measure_train(key, b, g["storage"], g["classes"], g["clip_interval"], accel, a.steps, a.warmup)
+            elif op == "forward":
+                r = measure_forward(key, b, g["classes"], accel, a.steps, a.warmup)
+            else:
+                r = measure_step(key["arch"], key["width"], g["classes"], key["size"], key["frames"], g["t_c"], b,
+                                 accel, a.steps, a.warmup)
+            add({"op": op, **key, "batch": b, **r},
+                f"{op:<8} {key['arch']:<13} width {key['width']:<6g} {key['frames']}x{key['size']}^2 batch {b:<4} "
+                f"{r['seconds'] * 1e3:9.2f} ms" + (f", peak {r['peak_bytes'] / 2**20:.0f} MiB" if r.get("peak_bytes") else ""))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if "datm" not in a.skip:
+        for d in ops["datm"]:
+            key = d["key"]
+            r = datm_iteration(key["arch"], key["width"], d["classes"], key["size"], key["frames"], key["batch_syn"],
+                               key["syn_steps"], key["memory"], accel.for_datm(), max(1, a.steps - 1))
+            add({"op": "datm", **key, "t_c": d["t_c"], "seconds": r["time_s"], "peak_bytes": r["peak_bytes"]},
+                f"datm     {key['syn_steps']} steps x {key['batch_syn']} clips ({key['memory']}): {r['time_s']:.3f} s/iteration")
+    if "startup" not in a.skip:
+        secs = measure_startup(device)
+        add({"op": "startup", "seconds": secs}, f"startup  {secs:.2f} s")
+    if "load" not in a.skip:
+        rate = measure_load(device)
+        add({"op": "load", "bytes_per_s": rate}, f"load     {rate / 1e6:.0f} MB/s")
+    if ops["toy"] and "toy" not in a.skip:
+        per_video, fps = measure_toy(ops["toy"])
+        add({"op": "toy_video", "seconds": per_video}, f"toy      {per_video:.3f} s per generated video")
+        add({"op": "extract_video", "frames_per_s": fps}, f"extract  {fps:.0f} frames/s")
+    print(f"wrote {a.out}: {len(out['entries'])} entries in {time.time() - t0:.0f} s; plan with: "
+          f"python -m vdc plan --configfile CONFIG --bench {a.out}")
     return 0
