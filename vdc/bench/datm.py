@@ -64,7 +64,8 @@ def _sync(dev):
 
 class Problem:
     """One trajectory-matching problem: MiniC3D-IN, expert snapshots theta0 / target, synthetic clips,
-    label logits and step size, all from fixed seeds (``dtype`` float32 or float64)."""
+    label logits and step size, all from fixed seeds (``dtype`` float32 or float64); the inner steps see
+    DATM's default augmentation (``crop_flip``)."""
 
     def __init__(self, width, classes, size, frames, batch_syn, device, dtype=torch.float32):
         torch.manual_seed(0)
@@ -81,8 +82,8 @@ class Problem:
 
     def plans(self, steps):
         gen = torch.Generator().manual_seed(0)
-        return plan_steps(len(self.clips), steps, self.batch_syn, self.clips.shape[2], self.frames, "naive", True,
-                          gen, self.device)
+        return plan_steps(len(self.clips), steps, self.batch_syn, self.clips.shape[2], self.frames, "naive", "crop_flip",
+                          gen, self.device, size=self.clips.shape[-1])
 
     def run(self, plans, mode, accel: Accel | None = None):
         with accel.autocast() if accel is not None else contextlib.nullcontext():

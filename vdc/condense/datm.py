@@ -1,17 +1,29 @@
 """DATM — difficulty-aligned trajectory matching (Guo et al., ICLR 2024) for video (study.md section 6).
 
+Reference: the image method's code, NUS-HPC-AI-Lab/DATM (formerly GzyAftermath/DATM) ``distill/DATM.py``
+and ``utils/cfg.py``; no video DATM code was released.
+
 Synthetic set. IPC videos per class of T_c frames (``ctx.temporal``) at the input size, optimised in
 the network's normalised space (ImageNet mean/std) as float32 [N, 3, T_c, S, S]; the output is
 denormalised to [0, 1] pixel space (unclipped) as [N, T_c, S, S, 3]. Each has learnable label
 logits [N, K]; one learnable step size alpha (initial value ``lr_teacher``).
 
-Initialisation. Per class, up to ``init_candidates`` training videos in random order; from each a
-T_c-frame window at the clip interval (``train_frame_indices`` with clip_len = T_c), centre-cropped
-to the input size. Every expert's snapshot ``label_epoch`` (default max_start_epoch) classifies the
-centre clip_len-frame window; the IPC candidates that the most experts classify correctly are kept
-(ties: the random order). Label logits = the mean logits of the experts that classify the clip
-correctly (of all experts when none does). Classes with fewer than IPC videos reuse videos (new
-windows).
+Initialisation (``init``; the experts at snapshot ``label_epoch``, null = the fully trained expert:
+DATM ``Label_Model_Timestamp = -1``, ``utils/cfg.py`` 136, read at ``DATM.py`` 201 and 288). A candidate
+clip is a T_c-frame window of a training video at the clip interval (``train_frame_indices`` with
+clip_len = T_c), centre-cropped to the input size; an expert classifies its centre clip_len-frame window.
+
+* ``expert0_correct`` (DATM ``pix_init = samples_predicted_correctly``, ``DATM.py`` 185-236): per class,
+  the class's training videos in a random order (repeated, each copy a new window, when the class has
+  fewer than IPC); the first IPC candidates in that order that expert 0 classifies correctly, scored in
+  batches of 256 as the reference does. When expert 0 finds fewer than IPC, experts 1, 2, ... rescan the
+  class in turn and add the clips they classify correctly (``DATM.py`` 218-225); when no expert finds
+  IPC, the rest are the first unchosen candidates (the reference would loop forever).
+* ``most_experts`` (vdc's earlier rule): per class up to ``init_candidates`` videos in random order;
+  the IPC candidates that the most experts classify correctly (ties: the random order).
+
+Label logits (``DATM.py`` 268-307): the mean logits, at snapshot ``label_epoch``, of every expert that
+classifies the chosen clip correctly (of all experts when none does, where the reference divides by 0).
 
 Iteration it (``iterations`` in all):
   U  = min(current_max_start_epoch + floor((max_start_epoch - current_max_start_epoch) * it / expansion_end_epoch),
@@ -19,21 +31,24 @@ Iteration it (``iterations`` in all):
   s ~ U{min_start_epoch, ..., U-1}, expert e ~ U{0..E-1}; theta_0 = snapshot(e, s), theta* = snapshot(e, s + expert_epochs)
   syn_steps inner SGD steps of the student on minibatches of ``batch_syn`` synthetic clips, each
   seen through the temporal sampling (naive / segment / sliding windows of clip_len frames; dup /
-  linear interpolation when T_c < clip_len) and a random flip, soft cross-entropy against
-  softmax(label logits); loss = ||theta_N - theta*||^2 / ||theta_0 - theta*||^2
-  (vdc/condense/trajectory.py, exact gradient in bounded memory with ``memory: recompute``);
-  clips: SGD(lr_clips, momentum 0.5), alpha: SGD(lr_lr, momentum 0.5), labels: SGD(lr_labels,
-  momentum 0.9); no update when loss > threshold.
+  linear interpolation when T_c < clip_len) and the inner augmentation ``inner_augment`` (crop_flip:
+  the experts' random resized crop, area ``inner_crop_scale``, + flip, differentiable; flip; none) with
+  the dataset's flip mode, soft cross-entropy against softmax(label logits);
+  loss = ||theta_N - theta*||^2 / ||theta_0 - theta*||^2
+  (vdc/condense/trajectory.py, exact gradient in bounded memory with ``memory: recompute``, float32
+  unless ``performance.datm_bf16``); clips: SGD(lr_clips, momentum 0.5), alpha: SGD(lr_lr, momentum 0.5),
+  labels: SGD(lr_labels, momentum 0.9); no update when loss > threshold.
 
 Expert per iteration: uniform over the experts (the reference cycles through a shuffled list).
 
 Checkpoint (``ctx.checkpoint("datm")``, vdc/resume.py; every ``checkpoint_every`` iterations):
 synthetic clips, labels, alpha, the three optimiser states, the generator state and the per-iteration
-history (loss, alpha, start epoch, window, expert, skipped); tied to the job's settings, the frames and
-experts files' contents and the code. A killed job resumes there and ends with the same synthetic set
-as an uninterrupted run (CPU); the stage removes the checkpoint once the set is written. Progress
-lines every ``log_every`` iterations (and at least every 30 s). A non-finite matching loss or
-synthetic set stops the job with NonFiniteError; nothing is written.
+history (loss, alpha, start epoch, window, expert, skipped); tied to the job's settings, the frames
+file's and the experts index's contents (which change with any expert) and the code. A killed job
+resumes there and ends with the same synthetic set as an uninterrupted run (CPU); the stage removes
+the checkpoint once the set is written. Progress lines every ``log_every`` iterations (and at least
+every 30 s). A non-finite matching loss or synthetic set stops the job with NonFiniteError; nothing is
+written.
 """
 from __future__ import annotations
 
@@ -45,6 +60,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vdc.accel import Accel
 from vdc.condense import register_method
 from vdc.condense.base import Context
 from vdc.condense.trajectory import FlatModel, InnerLoop, clip_view, match, plan_steps
@@ -82,6 +98,11 @@ def network_view(x: torch.Tensor, clip_len: int, interpolation: str) -> torch.Te
     return clip_view(x, fr, None, clip_len, interpolation)
 
 
+def flip_mode(ctx: Context) -> tuple[bool, torch.Tensor | None]:
+    """(flips allowed, label map [K] or None) of the dataset's flip mode."""
+    return True, None
+
+
 def open_experts(ctx: Context) -> Experts:
     """The experts file of the job, checked against the settings and the frames file."""
     if ctx.experts_path is None:
@@ -102,6 +123,11 @@ def _check(s: dict, experts: Experts, ctx: Context) -> None:
                          f"the file stores 0..{experts.keep_epochs}; raise experts.keep_epochs/epochs or lower max_start_epoch")
     if int(s["min_start_epoch"]) >= int(s["max_start_epoch"]):
         raise ConfigError("methods.datm: min_start_epoch must be below max_start_epoch")
+    lab = label_epoch(s, experts)
+    if lab not in experts.stored_epochs:
+        raise InputError(f"{experts.path}: methods.datm.label_epoch {lab} is not stored (epochs 0..{experts.keep_epochs} "
+                         f"and {experts.final_epoch}); set label_epoch: null (the fully trained expert) or an epoch "
+                         f"the experts keep")
     if experts.num_classes != ctx.num_classes:
         raise InputError(f"{experts.path}: experts have {experts.num_classes} classes, {ctx.frames_path} has "
                          f"{ctx.num_classes}; rerun the experts stage for this dataset")
@@ -120,40 +146,94 @@ def student(experts: Experts, device) -> FlatModel:
     return fmodel
 
 
+INIT_BATCH = 256  # candidates expert 0 scores at a time (DATM.py 213)
+
+
+def label_epoch(s: dict, experts: Experts) -> int:
+    """The expert snapshot that picks and labels the initial clips: ``label_epoch``, null = the last."""
+    return experts.final_epoch if s["label_epoch"] is None else int(s["label_epoch"])
+
+
+def _candidates(ctx: Context, v: torch.Tensor) -> torch.Tensor:
+    """Candidate clips of bank positions v: a random T_c-frame window at the clip interval, centre crop,
+    normalised. -> [n, 3, T_c, S, S]."""
+    bank, t = ctx.train_bank, ctx.temporal
+    fi = C.train_frame_indices(bank.lengths[v], t.t_c, int(ctx.dataset["clip_interval"]), generator=ctx.generator)
+    return C.normalize(C.center_crop(bank.gather(v, fi), ctx.input_size))
+
+
+@torch.no_grad()
+def _logits(ctx: Context, fmodel: FlatModel, thetas: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Logits [E, n, K] of each snapshot in ``thetas`` on the centre clip_len window of clips x."""
+    view = network_view(x, ctx.clip_len, ctx.temporal.interpolation)
+    return torch.stack([fmodel(th, view) for th in thetas])
+
+
+def _class_videos(ctx: Context, c: int, limit: int | None) -> torch.Tensor:
+    """Bank positions of class c's training videos in a random order (the first ``limit``), repeated up
+    to IPC when the class has fewer (each copy gets its own window)."""
+    pos = np.flatnonzero(ctx.train_bank.labels.cpu().numpy() == c)
+    if len(pos) == 0:
+        raise InputError(f"{ctx.frames_path}: class {c} has no training videos; DATM cannot initialise it")
+    pos = ctx.rng.permutation(pos)[:limit]
+    if len(pos) < ctx.ipc:
+        pos = np.resize(pos, ctx.ipc)
+    return torch.as_tensor(pos, device=ctx.device)
+
+
+def _pick_expert0_correct(ctx: Context, fmodel: FlatModel, thetas: list[torch.Tensor], c: int):
+    """(clips [IPC, ...], bank positions [IPC]) of class c by the reference's rule (module docstring)."""
+    v = _class_videos(ctx, c, None)
+    clips, chosen = [], []          # candidates scored so far; indices into them, in the order found
+    for a in range(0, len(v), INIT_BATCH):
+        x = _candidates(ctx, v[a:a + INIT_BATCH])
+        ok = (_logits(ctx, fmodel, thetas[:1], x)[0].argmax(1) == c).nonzero().flatten().tolist()
+        chosen += [a + j for j in ok][:ctx.ipc - len(chosen)]
+        clips.append(x)
+        if len(chosen) == ctx.ipc:
+            break
+    x = torch.cat(clips)
+    for th in thetas[1:]:           # too few: the next experts rescan the class (DATM.py 218-225)
+        if len(chosen) == ctx.ipc:
+            break
+        ok = (_logits(ctx, fmodel, [th], x)[0].argmax(1) == c).nonzero().flatten().tolist()
+        chosen += [j for j in ok if j not in chosen][:ctx.ipc - len(chosen)]
+    chosen += [j for j in range(len(x)) if j not in chosen][:ctx.ipc - len(chosen)]
+    idx = torch.as_tensor(chosen, device=x.device)
+    return x[idx], v[idx]
+
+
+def _pick_most_experts(ctx: Context, fmodel: FlatModel, thetas: list[torch.Tensor], c: int):
+    """(clips [IPC, ...], bank positions [IPC]): of ``init_candidates`` videos of class c in random order,
+    the IPC that the most experts classify correctly (ties: the random order)."""
+    v = _class_videos(ctx, c, int(ctx.settings["init_candidates"]))
+    x = _candidates(ctx, v)
+    ok = _logits(ctx, fmodel, thetas, x).argmax(2) == c                         # [E, n]
+    order = torch.argsort(ok.sum(0), descending=True, stable=True)[:ctx.ipc]
+    return x[order], v[order]
+
+
+INIT_RULES = {"expert0_correct": _pick_expert0_correct, "most_experts": _pick_most_experts}
+
+
 def _initialise(ctx: Context, experts: Experts, fmodel: FlatModel, s: dict):
-    """(clips [N, 3, T_c, S, S] normalised, label logits [N, K], source video ids [N], init accuracy)."""
-    t, bank, dev = ctx.temporal, ctx.train_bank, ctx.device
-    size, clip_len = ctx.input_size, ctx.clip_len
-    interval = int(ctx.dataset["clip_interval"])
-    label_epoch = s["label_epoch"]
-    label_epoch = min(int(s["max_start_epoch"] if label_epoch is None else label_epoch), experts.keep_epochs)
-    thetas = [experts.snapshot(e, label_epoch, dev) for e in range(experts.num_experts)]
-    labels_all = bank.labels.cpu().numpy()
-    clips, logits, sources, correct_frac = [], [], [], []
+    """(clips [N, 3, T_c, S, S] normalised, label logits [N, K], source video ids [N], fraction of
+    (expert, clip) pairs classified correctly) — module docstring."""
+    epoch = label_epoch(s, experts)
+    thetas = [experts.snapshot(e, epoch, ctx.device) for e in range(experts.num_experts)]
+    pick = INIT_RULES[s["init"]]
+    clips, logits, sources, correct = [], [], [], []
     for c in range(ctx.num_classes):
-        pos = np.flatnonzero(labels_all == c)
-        if len(pos) == 0:
-            raise InputError(f"{ctx.frames_path}: class {c} has no training videos; DATM cannot initialise it")
-        pos = ctx.rng.permutation(pos)[:int(s["init_candidates"])]
-        if len(pos) < ctx.ipc:
-            pos = np.resize(pos, ctx.ipc)  # reuse videos; each copy gets its own random window
-        v = torch.as_tensor(pos, device=dev)
-        fi = C.train_frame_indices(bank.lengths[v], t.t_c, interval, generator=ctx.generator)
-        x = C.normalize(C.center_crop(bank.gather(v, fi), size))                 # [n, 3, T_c, S, S]
-        with torch.no_grad():
-            view = network_view(x, clip_len, t.interpolation)
-            lg = torch.stack([fmodel(th, view) for th in thetas])                 # [E, n, K]
-        ok = lg.argmax(2) == c                                                    # [E, n]
-        order = torch.argsort(ok.sum(0), descending=True, stable=True)[:ctx.ipc]
-        okk = ok[:, order].to(lg.dtype)                                           # [E, ipc]
-        sel = lg[:, order]                                                        # [E, ipc, K]
-        n_ok = okk.sum(0)
-        mean_ok = (sel * okk.unsqueeze(2)).sum(0) / n_ok.clamp(min=1).unsqueeze(1)
-        logits.append(torch.where((n_ok > 0).unsqueeze(1), mean_ok, sel.mean(0)))
-        clips.append(x[order])
-        sources.append(bank.ids[v.cpu()[order.cpu()]])
-        correct_frac.append(float(okk.mean()))
-    return (torch.cat(clips), torch.cat(logits), torch.cat(sources).numpy(), float(np.mean(correct_frac)))
+        x, v = pick(ctx, fmodel, thetas, c)
+        lg = _logits(ctx, fmodel, thetas, x)                                      # [E, IPC, K]
+        ok = (lg.argmax(2) == c).to(lg.dtype)                                     # [E, IPC]
+        n_ok = ok.sum(0)
+        mean_ok = (lg * ok.unsqueeze(2)).sum(0) / n_ok.clamp(min=1).unsqueeze(1)
+        logits.append(torch.where((n_ok > 0).unsqueeze(1), mean_ok, lg.mean(0)))
+        clips.append(x)
+        sources.append(ctx.train_bank.ids[v.cpu()])
+        correct.append(float(ok.mean()))
+    return torch.cat(clips), torch.cat(logits), torch.cat(sources).numpy(), float(np.mean(correct))
 
 
 @dataclass
@@ -213,7 +293,7 @@ def start(ctx: Context, ckpt: Checkpoint, experts: Experts, fmodel: FlatModel) -
     return run
 
 
-def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop, it: int) -> dict:
+def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop, it: int, accel: Accel) -> dict:
     """Iteration ``it`` (module docstring): draw the expert segment and the inner steps' plans, match,
     update clips / alpha / labels unless the loss is above the threshold. Returns the history record."""
     s, t, dev = ctx.settings, ctx.temporal, ctx.device
@@ -222,8 +302,10 @@ def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop,
     theta0 = experts.snapshot(e, start_epoch, dev)
     target = experts.snapshot(e, start_epoch + int(s["expert_epochs"]), dev)
     plans = plan_steps(len(run.clips), int(s["syn_steps"]), s["batch_syn"] or len(run.clips), t.t_c, ctx.clip_len,
-                       t.sampling, bool(s["flip"]), ctx.generator, dev)
-    r = match(inner, theta0, target, run.clips, run.labels, run.alpha, plans, s["memory"])
+                       t.sampling, s["inner_augment"], ctx.generator, dev, size=ctx.input_size,
+                       scale=tuple(s["inner_crop_scale"]), flip=flip_mode(ctx)[0])
+    with accel.autocast():  # float32 unless performance.datm_bf16 (vdc/accel.py)
+        r = match(inner, theta0, target, run.clips, run.labels, run.alpha, plans, s["memory"])
     if not math.isfinite(r.loss):
         raise NonFiniteError(f"{ctx.job}: DATM's matching loss is {r.loss} at iteration {it} (expert {e}, start "
                              f"epoch {start_epoch}); nothing was written. Lower methods.<name>.lr_clips / lr_lr "
@@ -264,13 +346,14 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
     experts = open_experts(ctx)
     try:
         fmodel = student(experts, ctx.device)
-        inner = InnerLoop(fmodel, ctx.clip_len, ctx.temporal.interpolation)
+        inner = InnerLoop(fmodel, ctx.clip_len, ctx.temporal.interpolation, flip_mode(ctx)[1])
+        accel = Accel.from_settings(ctx.stage, ctx.device).for_datm()
         ckpt = ctx.checkpoint("datm")
         run = start(ctx, ckpt, experts, fmodel)
         t0 = time.time()
         progress = Progress(iterations, f"DATM {ctx.job}", ctx.log, unit="iteration", initial=run.iteration)
         for it in range(run.iteration, iterations):
-            rec = iterate(ctx, run, experts, inner, it)
+            rec = iterate(ctx, run, experts, inner, it, accel)
             run.history.append(rec)
             run.iteration = it + 1
             progress.update(milestone=(it + 1) % log_every == 0, loss=rec["loss"], alpha=rec["alpha"],

@@ -33,15 +33,37 @@ Two exact ways to get it (``memory`` setting):
 Both modes give the same numbers up to round-off (tests check 1e-5 relative in float64).
 
 Determinism of recomputation. Every random choice of a step (which synthetic videos, which frames of
-them, which clips are flipped) is drawn once, before the forward sweep, into a :class:`StepPlan`, and
-both sweeps read the same plan. The student runs with dropout off (``model.eval()``; MiniC3D-IN uses
+them, which crop box and whether it is mirrored) is drawn once, before the forward sweep, into a
+:class:`StepPlan`, and both sweeps read the same plan. The student runs with dropout off (``model.eval()``; MiniC3D-IN uses
 GroupNorm, which has no running statistics, so eval and train mode compute the same function
 otherwise): each step is a pure function of (theta_k, X, Y, plan). Models with buffers (BatchNorm
 running statistics) are rejected.
 
-Augmentation in the inner loop: a per-clip horizontal flip (differentiable; ``flip: true``), as the
-video reference's DATM uses no DSA crop. Tensors: synthetic clips ``X`` are [N_syn, 3, T_c, S, S]
-(normalised network space), ``Y`` are [N_syn, K] logits, ``alpha`` a 0-d tensor.
+Augmentation in the inner loop (``augment``, :data:`AUGMENTS`). Image DATM augments the synthetic
+batch of every inner step with differentiable siamese augmentation (NUS-HPC-AI-Lab/DATM
+``distill/DATM.py`` 520-521, ``DiffAugment``); no video DATM code was released, so vdc applies the
+experts' own augmentation (random resized crop + horizontal flip, ``vdc.train.loop.train_batch``),
+differentiably:
+
+``crop_flip`` per clip a box (y0, x0, h, w) drawn as torchvision's RandomResizedCrop draws it
+              (``vdc.data.clips.sample_resized_crop_boxes``: area scale, aspect ratio) on the S x S
+              synthetic frame, resized back to S x S with bilinear interpolation, and mirrored where
+              the plan says. Crop + resize + flip is linear in the clip: output = R_y X R_x^T per frame
+              and channel, with R_y, R_x [S, S] interpolation matrices (:func:`crop_matrices`: the
+              sampling points and weights of ``vdc.data.clips.crop_resize``'s ``grid_sample``,
+              ``align_corners=False``, border padding; mirroring reverses the rows of R_x). Two batched
+              matmuls: exact in any dtype, deterministic on CUDA, and differentiable to any order
+              (``grid_sample``'s input gradient has no deterministic CUDA kernel);
+``flip``      the mirror only;
+``none``      the clip as it is.
+
+Flips follow the dataset's flip mode: never when it is off; with a label map of mirrored classes (mode
+``map``) the targets of a mirrored clip are its label logits with the paired classes' columns swapped
+(:class:`InnerLoop` ``label_map``: the clip's logit for class k is its logit for the mirror of k, the
+same map the real data's flips apply), differentiable in the logits.
+
+Tensors: synthetic clips ``X`` are [N_syn, 3, T_c, S, S] (normalised network space), ``Y`` are
+[N_syn, K] logits, ``alpha`` a 0-d tensor.
 """
 from __future__ import annotations
 
@@ -52,9 +74,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from vdc.data.clips import condensed_frame_indices, interpolate_time
+from vdc.data.clips import condensed_frame_indices, interpolate_time, sample_resized_crop_boxes
 
 MEMORY_MODES = ("recompute", "naive")
+AUGMENTS = ("crop_flip", "flip", "none")
 
 
 # ----------------------------------------------------------------------------- flat-parameter model
@@ -98,43 +121,90 @@ class StepPlan:
     """The random choices of one inner step, drawn once so that recomputation sees the same batch.
 
     index [b] synthetic videos of the minibatch; frames [b, T'] frame indices of each one's clip;
-    flip [b] which clips are mirrored.
+    flip [b] which clips are mirrored; boxes [b, 4] crop boxes (y0, x0, h, w) in pixels of the S x S
+    synthetic frame, or None (no crop).
     """
 
     index: torch.Tensor
     frames: torch.Tensor
     flip: torch.Tensor
+    boxes: torch.Tensor | None = None
 
 
-def plan_steps(n_syn: int, steps: int, batch_syn: int, t_c: int, clip_len: int, sampling: str,
-               flip: bool, generator: torch.Generator, device="cpu") -> list[StepPlan]:
-    """Minibatches as DATM draws them: a random permutation of the synthetic set cut into chunks of
-    ``batch_syn``, consumed from the last chunk; a fresh permutation when they run out. For each
-    minibatch the clip frames come from :func:`vdc.data.clips.condensed_frame_indices` (naive /
-    segment / sliding) and a flip bit per clip (p = 0.5, or never when ``flip`` is False)."""
+def plan_steps(n_syn: int, steps: int, batch_syn: int, t_c: int, clip_len: int, sampling: str, augment: str,
+               generator: torch.Generator, device="cpu", *, size: int | None = None, scale=(0.08, 1.0),
+               ratio=(3 / 4, 4 / 3), flip: bool = True) -> list[StepPlan]:
+    """Minibatches as DATM draws them (``distill/DATM.py`` 509-514): a random permutation of the
+    synthetic set cut into chunks of ``batch_syn``, consumed from the last chunk; a fresh permutation
+    when they run out. For each minibatch, in this order: the clip frames
+    (:func:`vdc.data.clips.condensed_frame_indices`: naive / segment / sliding), a crop box per clip on
+    the ``size`` x ``size`` frame (``sample_resized_crop_boxes(scale, ratio)``; drawn whenever ``size``
+    is given, kept when ``augment`` is ``crop_flip``) and a flip bit per clip (p = 0.5; kept unless
+    ``augment`` is ``none`` or ``flip`` is False: the dataset's flip mode is off). The draws do not
+    depend on ``augment``, so the variants see the same minibatches."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown inner-loop augmentation '{augment}' (one of {', '.join(AUGMENTS)})")
+    if augment == "crop_flip" and size is None:
+        raise ValueError("plan_steps: augment crop_flip needs the frame size (size=)")
     plans, chunks = [], []
     for _ in range(steps):
         if not chunks:
             chunks = list(torch.randperm(n_syn, generator=generator).split(batch_syn))
         idx = chunks.pop()
         fr = condensed_frame_indices(len(idx), t_c, clip_len, sampling, generator=generator)
+        boxes = sample_resized_crop_boxes(len(idx), size, size, scale, ratio, generator) if size else None
         fl = torch.rand(len(idx), generator=generator) < 0.5
-        if not flip:
+        if augment == "none" or not flip:
             fl = torch.zeros_like(fl)
-        plans.append(StepPlan(idx.to(device), fr.to(device), fl.to(device)))
+        boxes = boxes.to(device) if augment == "crop_flip" else None
+        plans.append(StepPlan(idx.to(device), fr.to(device), fl.to(device), boxes))
     return plans
 
 
+def crop_matrices(boxes: torch.Tensor, size: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interpolation matrices (R_y, R_x), each [b, size, size], of crop box (y0, x0, h, w) resized to
+    ``size`` x ``size`` from a ``size`` x ``size`` frame: row i of R_y holds the bilinear weights of
+    output row i, which samples the frame at pixel coordinate c_i = y0 + (i + 0.5) h / size - 0.5
+    (clamped to [0, size - 1], border padding): weight 1 - f at floor(c_i), f at floor(c_i) + 1,
+    f = c_i - floor(c_i); R_x likewise with x0, w. Exactly what ``vdc.data.clips.crop_resize``'s
+    ``grid_sample`` computes (``align_corners=False``)."""
+    boxes = boxes.to(dtype)
+    pos = (torch.arange(size, device=boxes.device, dtype=dtype) + 0.5) / size
+
+    def matrix(start, length):
+        c = (start.unsqueeze(1) + pos * length.unsqueeze(1) - 0.5).clamp(0, size - 1)   # [b, size]
+        i0 = c.floor()
+        f = (c - i0).unsqueeze(2)
+        i0 = i0.long()
+        i1 = (i0 + 1).clamp(max=size - 1)
+        return (1 - f) * F.one_hot(i0, size).to(dtype) + f * F.one_hot(i1, size).to(dtype)
+
+    return matrix(boxes[:, 0], boxes[:, 2]), matrix(boxes[:, 1], boxes[:, 3])
+
+
+def crop_view(v: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+    """Crop box ``boxes[i]`` of every frame of clip i, resized back to the frame size, mirrored where
+    ``flip``: v [b, C, T, S, S] -> [b, C, T, S, S], R_y v R_x^T (:func:`crop_matrices`); linear in v."""
+    b, s = v.shape[0], v.shape[-1]
+    ry, rx = crop_matrices(boxes, s, v.dtype)
+    if flip is not None:
+        rx = torch.where(flip.view(b, 1, 1), rx.flip(1), rx)
+    return ry[:, None, None] @ v @ rx.transpose(1, 2)[:, None, None]
+
+
 def clip_view(x: torch.Tensor, frames: torch.Tensor, flip: torch.Tensor | None, clip_len: int,
-              interpolation: str) -> torch.Tensor:
+              interpolation: str, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """The clip the network sees from each synthetic video: frames ``frames`` [b, T'] of x [b, 3, T_c, S, S],
-    brought to ``clip_len`` frames by ``interpolation`` when shorter (dup / linear), mirrored where
-    ``flip``. Differentiable in x. -> [b, 3, clip_len (or T'), S, S]."""
+    brought to ``clip_len`` frames by ``interpolation`` when shorter (dup / linear), cropped to ``boxes``
+    and resized back (:func:`crop_view`) when given, mirrored where ``flip``. Differentiable in x.
+    -> [b, 3, clip_len (or T'), S, S]."""
     b = x.shape[0]
     v = x[torch.arange(b, device=x.device).unsqueeze(1), :, frames]      # [b, T', 3, S, S]
     if v.shape[1] < clip_len and interpolation != "none":
         v = interpolate_time(v, clip_len, interpolation).to(x.dtype)     # works on [B, T, ...] layouts
     v = v.transpose(1, 2)                                                # [b, 3, T, S, S]
+    if boxes is not None:
+        return crop_view(v, boxes, flip)
     if flip is not None:
         v = torch.where(flip.view(b, 1, 1, 1, 1), v.flip(-1), v)
     return v
@@ -147,11 +217,13 @@ def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> tor
 
 @dataclass
 class InnerLoop:
-    """The student's per-step loss L_k(theta; X, Y) for one synthetic set layout."""
+    """The student's per-step loss L_k(theta; X, Y) for one synthetic set layout. ``label_map`` [K]: the
+    class a mirrored clip of class k shows (the dataset's flip mode ``map``), None: flips keep labels."""
 
     fmodel: FlatModel
     clip_len: int
     interpolation: str = "none"
+    label_map: torch.Tensor | None = None
 
     def loss(self, theta: torch.Tensor, clips: torch.Tensor, labels: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """L_k on the whole synthetic set (clips [N_syn, ...], labels [N_syn, K]) indexed by the plan."""
@@ -159,7 +231,9 @@ class InnerLoop:
 
     def batch_loss(self, theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """L_k on the step's minibatch already gathered: xb [b, 3, T_c, S, S], yb [b, K]."""
-        x = clip_view(xb, plan.frames, plan.flip, self.clip_len, self.interpolation)
+        x = clip_view(xb, plan.frames, plan.flip, self.clip_len, self.interpolation, plan.boxes)
+        if self.label_map is not None:  # a mirrored clip's targets: the paired classes' logits swapped
+            yb = torch.where(plan.flip.unsqueeze(1), yb[:, self.label_map.to(yb.device)], yb)
         return soft_cross_entropy(self.fmodel(theta, x), yb)
 
 

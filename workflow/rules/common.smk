@@ -145,8 +145,9 @@ def method_needs(wildcards):
     if "stats" in needs:
         for a in archs if ms.get("networks") else [config["teacher"]["arch"]]:
             out[f"stats_{a}"] = path("stats", dataset=wildcards.dataset, arch=a)
-    if "experts" in needs:
+    if "experts" in needs:  # the experts index and the expert files it names (experts.smk)
         out["experts"] = path("experts", dataset=wildcards.dataset)
+        out.update({f"expert_{i}": f for i, f in enumerate(expert_files(wildcards.dataset))})
     if ms.get("init") == "rded":
         out["init"] = condensed_of(wildcards.dataset, "rded", wildcards.ipc, wildcards.seed)
     return out
