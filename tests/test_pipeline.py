@@ -7,6 +7,7 @@ so it checks the wiring between stages that the unit tests of each stage cannot.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def tiny_config() -> dict:
     ds = cfg["datasets"]["toy"]
     ds["toy"].update(classes=3, train_per_class=3, test_per_class=2, min_frames=16, max_frames=24)
     cfg["study"].update(methods=METHODS, ipc=[1], seeds=[0], cross_arch=["minic3d", "slowonly_r18"])
-    cfg["teacher"].update(epochs=1, warmup_epochs=0, milestones=[1], eval_every=1)
+    cfg["teacher"].update(epochs=1, warmup_epochs=0, milestones=[], eval_every=1)
     cfg["experts"].update(num_experts=1, epochs=2, keep_epochs=2)
     cfg["evaluate"].update(epochs=2, late_epochs=[0, 1])
     cfg["methods"]["rded"].update(mipc=3, clips_per_video=2)
@@ -85,3 +86,26 @@ def test_repository_workflow_lints_clean_and_plans_the_default_study():
     assert res.returncode == 0, res.stderr[-3000:]
     for rule in ("toy_dataset", "extract", "teacher", "experts", "stats", "condense", "evaluate", "tables"):
         assert rule in res.stdout, rule
+
+
+PROGRESS = re.compile(r": \w+ (\d+)/(\d+) \(\d+%\), \S+ \w+/s, elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d")
+
+
+def test_logs_carry_the_settings_once_and_progress_with_an_eta_while_the_console_does_not(study):
+    """Every long stage logs `step i/N, rate, elapsed, ETA | metrics` lines (vdc/progress.py) ending at N/N,
+    and its resolved settings once (vdc/cli.py); the console shows neither the settings JSON nor the commands."""
+    root, res = study
+    assert "--settings" not in res.stdout + res.stderr
+    logs = root / "logs"
+    # teacher and evaluate (every job), and the other long stages: extract, experts, stats, EDC and DATM
+    groups = {"teacher": ["teacher"], "evaluate": ["evaluate"], "extract": ["extract"], "experts": ["experts"],
+              "stats": ["stats"], "edc": ["condense/**/method=edc"], "datm": ["condense/**/method=datm"]}
+    for name, patterns in groups.items():
+        files = [f for p in patterns for f in logs.glob(f"{p}/**/*.log")]
+        assert files, f"no {name} logs under {logs}"
+        for f in files:
+            text = f.read_text()
+            done = [m.groups() for m in PROGRESS.finditer(text)]
+            assert done, f"{f}: no progress line with an ETA"
+            assert done[-1][0] == done[-1][1], f"{f}: the last progress line is not the last step: {done[-1]}"
+            assert text.count("vdc.settings INFO:") == 1, f"{f}: the settings are not logged exactly once"
