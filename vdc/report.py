@@ -257,7 +257,7 @@ def _img(data: bytes, mime: str, css: str = "", width: int | None = None) -> str
     return f'<img class="{css}"{w} src="data:{mime};base64,{base64.b64encode(data).decode()}">'
 
 
-def set_page(view: SetView, strip: Path, gif: bytes, gif_width: int, gif_clips: int) -> str:
+def set_page(view: SetView, strip: Path, gif: bytes, gif_width: int, gif_clips: int, embed_strip: bool = True) -> str:
     a = view.cs.attrs
     facts = {k: a[k] for k in ("method", "dataset", "ipc", "t_c", "sampling", "interpolation", "seed", "value_range",
                                "iterations", "networks", "class_wise", "init", "alpha", "skipped", "wall_time_s")
@@ -273,7 +273,9 @@ def set_page(view: SetView, strip: Path, gif: bytes, gif_width: int, gif_clips: 
             f"<h3>Animated</h3>{_img(gif, 'image/gif', 'clip', 2 * gif_width)}"
             + (f"<p class=small>(the first {gif_clips} clips; the GIF file next to this page has all "
                f"{len(view.shown)})</p>" if gif_clips < len(view.shown) else "") +
-            f"<h3>Strip</h3>{_img(strip.read_bytes(), 'image/jpeg')}"
+            f"<h3>Strip</h3>"
+            + (_img(strip.read_bytes(), "image/jpeg") if embed_strip else
+               f"<p class=small>too large to embed here: {html.escape(str(strip))}</p>") +
             f"<h3>Clips</h3><table><tr><th>clip</th><th>class</th><th>source video</th><th>path</th>"
             f"<th>source frames</th></tr>{rows}</table></body></html>\n")
 
@@ -338,12 +340,14 @@ def build_sets(condensed: list[str], frames: dict[str, str], compare: list[str],
         gif, width = view.gif()
         with atomic_path(o["gif"], suffix=".gif") as tmp:
             Path(tmp).write_bytes(gif)
-        n = len(view.shown)
+        n, small = len(view.shown), gif
         page = set_page(view, Path(o["strip"]), gif, width, n)
         while len(page) > PAGE_LIMIT and n > 1:   # fewer clips in the page's GIF until it fits
             n = n * 2 // 3
             small, width = view.gif(clips=n)
             page = set_page(view, Path(o["strip"]), small, width, n)
+        if len(page) > PAGE_LIMIT:                 # then the strip stays a file of its own
+            page = set_page(view, Path(o["strip"]), small, width, n, embed_strip=False)
         with atomic_path(o["html"]) as tmp:
             Path(tmp).write_text(page)
         written += [Path(o["html"]), Path(o["strip"]), Path(o["gif"])]
@@ -415,9 +419,11 @@ def eval_figure(evals: list[str], out: str | Path, title: str) -> None:
     """Every evaluation of one condensed set: training loss per epoch and test accuracy points."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    metrics = set()
     for p in sorted(evals):
         js = read_json(p, "evaluation", "rerun its evaluation")
-        metric = "top1"
+        metric = ((js.get("settings") or {}).get("dataset") or {}).get("metric", "top1")
+        metrics.add(metric)
         label = f"{js.get('arch')} · {js.get('labels')} · {js.get('loss')} · {js.get('cutmix')}"
         curve = js.get("curve") or []
         line, = a1.plot([c["epoch"] for c in curve], [c["loss"] for c in curve], label=label)
@@ -430,7 +436,7 @@ def eval_figure(evals: list[str], out: str | Path, title: str) -> None:
     a1.set_xlabel("epoch")
     a1.set_ylabel("training loss (log)")
     a2.set_xlabel("epoch")
-    a2.set_ylabel("test top1 accuracy (%)")
+    a2.set_ylabel(f"test {' / '.join(sorted(metrics))} accuracy (%)")
     for a in (a1, a2):
         a.grid(alpha=0.3)
     if a1.lines:
