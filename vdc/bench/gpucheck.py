@@ -4,7 +4,9 @@
   ``vdc.evaluate.evaluate`` on files): configs/ucf101.yaml's settings (MiniC3D, 300 epochs, Multi-SL
   labels from a MiniC3D labeler, MSE-GT, batch 10, test passes at the late epochs) with
   ``deterministic: false`` and the default fast paths, on synthetic UCF101-shaped data: 101 classes,
-  a selected set of 101 uint8 clips 8x128x170, 3,783 test videos of 8 frames at 128x170. Reports the
+  a selected set of 101 uint8 clips 8x128x170, 3,783 test videos of 8 frames at 128x170 (2 GB; the
+  centre clip of a short video is all its frames, so preparing it costs what it does for real videos).
+  Reports the
   wall time (issue 13's target: <= 30 s on one H200) and its parts.
 * ``smoke``      - a short paper-scale run of every device stage through its command line
   (``python -m vdc <stage> --config ... --dataset ucf101``, in this process): configs/ucf101.yaml at
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import tempfile
 import time
@@ -77,17 +78,18 @@ def _config(path, overrides: dict) -> dict:
     return load_config(path, overrides=overrides)
 
 
-def synthetic_frames(path: Path, classes: int, train_per_class: int, test_per_class: int, frames: int, storage,
+def synthetic_frames(path: Path, classes: int, train_videos: int, test_videos: int, frames: int, storage,
                      seed: int = 0) -> None:
-    """A frames HDF5 of noise videos whose mean brightness encodes the class (vdc.data.frames.write_frames)."""
+    """A frames HDF5 of noise videos whose mean brightness encodes the class (vdc.data.frames.write_frames);
+    video i of a split has class i mod classes."""
     from vdc.data.frames import write_frames
 
     rng = np.random.default_rng(seed)
     h, w = storage
     block = rng.integers(0, 96, (frames, h, w, 3), dtype=np.uint8)  # shared noise: cheap for 3,783 videos
     videos, labels, splits = [], [], []
-    for split, per in ((0, train_per_class), (1, test_per_class)):
-        for i in range(per * classes):
+    for split, n in ((0, train_videos), (1, test_videos)):
+        for i in range(n):
             c = i % classes
             shift = np.uint8(int(rng.integers(0, 32)) + (150 * c) // max(classes - 1, 1))
             videos.append(np.roll(block, int(rng.integers(0, frames)), axis=0) + shift)
@@ -122,8 +124,9 @@ def evaluation(size: dict, root: Path, config: str, tiny: bool) -> dict:
     cfg = _config(config, o)
     k, (h, w) = size["classes"], size["storage"]
     ds = cfg["datasets"]["ucf101"]
-    frames = ds["clip_len"] * ds["clip_interval"]
-    synthetic_frames(root / "frames.h5", k, 1, math.ceil(size["test_videos"] / k), frames, (h, w))
+    # clip_len frames per video: the centre window of a video shorter than clip_len x clip_interval takes
+    # every frame (clips.center_frame_indices), so the test clips cost what full-length videos cost
+    synthetic_frames(root / "frames.h5", k, k, size["test_videos"], ds["clip_len"], (h, w))
     rng = np.random.default_rng(1)
     CondensedSet(clips=rng.integers(0, 256, (k, ds["clip_len"], h, w, 3), dtype=np.uint8), labels=np.arange(k),
                  source_video=np.arange(k),
@@ -167,7 +170,8 @@ def smoke(size: dict, root: Path, config: str, tiny: bool) -> dict:
     conf = ["--config", str(root / "smoke.yaml"), "--dataset", "ucf101"]
     ds = cfg["datasets"]["ucf101"]
     frames = root / "frames.h5"
-    synthetic_frames(frames, size["classes"], size["smoke_train"], size["smoke_test"], size["frames"], size["storage"])
+    k = size["classes"]
+    synthetic_frames(frames, k, k * size["smoke_train"], k * size["smoke_test"], size["frames"], size["storage"])
     p = lambda kind, **f: PATHS[kind].format(results=cfg["results"], dataset="ucf101", **f)  # noqa: E731
     teacher = cfg["teacher"]["arch"]
     stages = [("teacher", ["teacher", "--frames", str(frames), "--out", p("teacher", arch=teacher),
