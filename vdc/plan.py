@@ -46,6 +46,8 @@
 4. **Device-hours** = the sum of the device jobs' seconds (one GPU per job); **peak memory** of a job =
    its resident data (frames bank, test clips) + the model's parameters + the largest measured step
    peak among its operations (CUDA: ``max_memory_allocated``; CPU bench files: an activation estimate).
+   An ``edc`` or ``datm`` entry's peak is the whole computation's (synthetic set, optimiser state,
+   network, activations), so EDC and DATM jobs add only the frames bank DATM keeps for its initialisation.
    Every other rule's jobs (toy_dataset, extract, tables, reports) run on the host and are listed
    separately (host-h: start-up plus their modelled work; rules without a model: start-up only).
 
@@ -248,22 +250,18 @@ def _net(settings_models: dict, arch: str, frames: int, size: int) -> dict:
     return {"arch": arch, "width": float(settings_models[arch]["width"]), "frames": int(frames), "size": int(size)}
 
 
-def _passes(n: int, batch: int, key: dict, times: float = 1.0) -> list[Op]:
-    """Forward passes over n clips in batches of ``batch`` (the last one smaller)."""
-    full, rem = divmod(int(n), int(batch))
-    ops = [Op("forward", {**key, "batch": int(batch)}, full * times)] if full else []
-    if rem:
-        ops.append(Op("forward", {**key, "batch": rem}, times))
-    return ops
-
-
 def _steps(op: str, n: int, batch: int, key: dict, times: float) -> list[Op]:
-    """``times`` epochs of training steps over n clips in batches of ``batch`` (the last one smaller)."""
+    """``times`` passes of operation ``op`` over n clips in batches of ``batch`` (the last one smaller)."""
     full, rem = divmod(int(n), int(batch))
     ops = [Op(op, {**key, "batch": int(batch)}, full * times)] if full else []
     if rem:
         ops.append(Op(op, {**key, "batch": rem}, times))
     return ops
+
+
+def _passes(n: int, batch: int, key: dict, times: float = 1.0) -> list[Op]:
+    """``times`` forward passes over n clips in batches of ``batch``."""
+    return _steps("forward", n, batch, key, times)
 
 
 _PARAMS: dict = {}
@@ -366,9 +364,7 @@ def _condense_ops(out: JobOps, cfg: dict, dataset: str, s: dict, f: dict, ds: di
             for arch in nets:  # networks in rotation: each takes iterations / len(nets) steps
                 key = {**_net(s["models"], arch, clip_len, size), "t_c": t_c, "batch": b}
                 out.ops.append(Op("edc", key, ms["iterations"] / len(nets)))
-        out.load_bytes = n_syn * t_c * frame_bytes
-        out.resident_bytes = n_syn * t_c * size * size * 3 * 4 * 3  # clips, Adam moments (float32)
-        out.param_bytes = 4 * sum(_params(a, s["models"][a]["width"], K) for a in nets)
+        out.load_bytes = n_syn * t_c * frame_bytes  # the edc op's measured peak holds clips, Adam and network
     elif base == "datm":
         arch = s["experts_arch"]
         n_syn = ipc * K
@@ -379,7 +375,7 @@ def _condense_ops(out: JobOps, cfg: dict, dataset: str, s: dict, f: dict, ds: di
         num_experts = section(cfg, dataset, "experts")["num_experts"]
         cands = K * min(ms["init_candidates"], per_class)  # scored by every expert at initialisation
         out.ops += _passes(cands, 64, _net({arch: s["experts_model"]}, arch, clip_len, size), num_experts)
-        out.param_bytes = 4 * _params(arch, s["experts_model"]["width"], K)
+        # the datm op's measured peak holds the synthetic set, the snapshots and the network
 
 
 def _evaluate_ops(out: JobOps, cfg: dict, dataset: str, wc: dict, f: dict, ds: dict, test_bytes: float,
