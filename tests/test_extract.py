@@ -1,5 +1,6 @@
 """Frame extraction: round trip against the rendered toy videos, failures, layout read by Frames,
 content identity, progress lines."""
+import json
 import logging
 import shutil
 
@@ -37,6 +38,7 @@ def settings(tiny_config, toy_root):
 
 def test_kept_indices():
     assert kept_indices(10, 1, 64).tolist() == list(range(10))
+    assert kept_indices(1000, 1, None).tolist() == list(range(1000))
     assert kept_indices(10, 3, 64).tolist() == [0, 3, 6, 9]
     assert kept_indices(100, 1, 5).tolist() == [0, 25, 50, 74, 99]
     assert kept_indices(100, 4, 5).tolist() == [0, 24, 48, 72, 96]
@@ -79,6 +81,11 @@ def test_round_trip(toy_root, tmp_path, settings, caplog):
         assert max(errs) < 7, errs
         bank = load_bank(fr, "test", "cpu")
         assert len(bank) == 4 and bank.frames.shape[0] == int(fr.lengths[6:].sum())
+        # the defaults (stride 1, no cap) keep every source frame: clip indices are rows, exactly
+        assert fr.exact and a["exact_clips"] and a["max_frames"] == -1 and a["frame_stride"] == 1
+        assert fr.lengths.tolist() == src.tolist() == fr.stored_lengths.tolist()
+        assert fr.frame_source.tolist() == np.concatenate([np.arange(n) for n in src]).tolist()
+        assert json.loads(a["split_warnings"]) == []
 
 
 def test_stride_cap_and_resize(tmp_path, settings):
@@ -87,9 +94,13 @@ def test_stride_cap_and_resize(tmp_path, settings):
     s["dataset"]["max_frames"] = 4  # below the schema's minimum (8), so that the cap bites on these short videos
     extract(s, out, tmp_path / "s.tsv", workers=2)
     with Frames(out) as fr:
-        assert fr.frame_shape == (16, 20, 3) and fr.lengths.max() == 4
+        assert fr.frame_shape == (16, 20, 3) and fr.stored_lengths.max() == 4
         src = h5py.File(out)["videos/source_frames"][:]
-        assert fr.lengths.tolist() == [len(kept_indices(int(n), 2, 4)) for n in src]
+        kept = [kept_indices(int(n), 2, 4) for n in src]
+        assert fr.stored_lengths.tolist() == [len(k) for k in kept]
+        assert fr.lengths.tolist() == src.tolist()  # clip indices still refer to source frames ...
+        assert fr.frame_source.tolist() == np.concatenate(kept).tolist()  # ... mapped through the kept ones
+        assert not fr.exact and not fr.attrs["exact_clips"]
 
 
 def test_workers_give_identical_files(tmp_path, settings):
@@ -161,7 +172,7 @@ def test_cli(tmp_path, settings):
                "--settings", json.dumps(settings(max_frames=8))])
     assert rc == 0
     with Frames(out) as fr:
-        assert fr.lengths.max() == 8
+        assert fr.stored_lengths.max() == 8
 
 
 def test_pyav_fallback_matches_decord(toy_root, tmp_path, settings):
@@ -172,7 +183,7 @@ def test_pyav_fallback_matches_decord(toy_root, tmp_path, settings):
     from vdc.data.extract import _pyav_frames, decode_video, probe_video
 
     path = str(sorted((toy_root / "videos" / "TranslateUp").glob("*.mp4"))[0])
-    n, fps, dec, err = probe_video((path, (32, 48), 1, 64))
+    n, fps, dec, err = probe_video((path, (32, 48), 1, 64, 0.8))
     assert (dec, err) == ("pyav", "") and n == len(decord.VideoReader(path)) and fps == 25
     frames, msg = decode_video((path, (32, 48), [0, 2, 4], "pyav"))
     assert msg == "" and frames.shape == (3, 32, 48, 3)
@@ -182,3 +193,106 @@ def test_pyav_fallback_matches_decord(toy_root, tmp_path, settings):
     extract(settings(storage_size=[32, 48]), tmp_path / "w.h5", tmp_path / "w.tsv")
     with Frames(tmp_path / "w.h5") as fr:
         assert fr.frame_shape == (32, 48, 3) and fr.attrs["num_failed"] == 0 and fr.lengths.min() >= 10
+
+
+def _encode(path, frames, codec, **options):
+    import av
+
+    with av.open(str(path), "w", options=options) as c:
+        st = c.add_stream(codec, rate=25)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.options = {"threads": "1"}
+        for f in frames:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+
+
+@pytest.fixture(scope="module")
+def truncated_dataset(tmp_path_factory, toy_root):
+    """A list-format dataset: 4 intact toy videos and two 61-frame videos cut at half their bytes, an
+    AVI (MPEG-4 part 2) and an MP4 (moov first), both still opening and decoding a few frames."""
+    root = tmp_path_factory.mktemp("trunc")
+    (root / "videos").mkdir()
+    good = sorted((toy_root / "videos").rglob("*.mp4"))
+    for i, p in enumerate(good[:2] + good[-2:]):
+        shutil.copy(p, root / "videos" / f"good{i}.mp4")
+    toy = dict(TOY, size=[128, 170], min_frames=61, max_frames=61)
+    frames = render_video(1, np.random.default_rng(1), toy)
+    _encode(root / "videos" / "cut.avi", frames, "mpeg4")
+    _encode(root / "videos" / "cut.mp4", frames, "mpeg4", movflags="faststart")
+    for name in ("cut.avi", "cut.mp4"):
+        data = (root / "videos" / name).read_bytes()
+        (root / "videos" / name).write_bytes(data[: len(data) // 2])
+    (root / "ann").mkdir()
+    (root / "ann" / "train.txt").write_text("good0.mp4 0\ngood2.mp4 1\ncut.avi 0\ncut.mp4 1\n")
+    (root / "ann" / "test.txt").write_text("good1.mp4 0\ngood3.mp4 1\n")
+    return root
+
+
+def test_truncated_avi_and_mp4_are_failed_not_stored_tiny(truncated_dataset, tmp_path, tiny_config):
+    root = truncated_dataset
+
+    def run(**over):
+        ds = {"format": "list", "video_root": str(root / "videos"), "annotations": str(root / "ann"),
+              "storage_size": [32, 40], "input_size": 24, "max_failed_fraction": 0.5, **over}
+        s = stage_settings(tiny_config(datasets={"tiny": ds}), "extract", "tiny")
+        out, rep = tmp_path / f"{len(over)}.h5", tmp_path / f"{len(over)}.tsv"
+        return extract(s, out, rep), out, rep
+
+    # what was seen: without the check both are kept with a handful of their 61 frames
+    summary, out, _ = run(min_decoded_fraction=0.0)
+    assert summary["failed"] == 0
+    with Frames(out) as fr:
+        cut = [fr.paths.index(n) for n in ("cut.avi", "cut.mp4")]
+        assert all(1 <= n < 10 for n in fr.lengths[cut])
+    # the default compares them with the 61 frames their headers declare
+    summary, out, rep = run()
+    lines = rep.read_text().splitlines()[1:]
+    assert summary["failed"] == 2 and len(lines) == 2
+    for name, line in zip(("cut.avi", "cut.mp4"), lines):
+        assert line.startswith(str(root / "videos" / name)) and "truncated or damaged" in line
+        assert "of the 61 frames the container declares" in line
+    with Frames(out) as fr:
+        assert fr.attrs["num_failed"] == 2 and fr.split[[fr.paths.index("cut.avi"), fr.paths.index("cut.mp4")]].tolist() == [-1, -1]
+        assert fr.lengths[fr.split >= 0].min() >= 10  # the intact videos are whole
+
+
+def test_split_checks(truncated_dataset, tmp_path, tiny_config, caplog):
+    """Empty split, duplicates, train/test overlap, empty classes: the rule of docs/data.md."""
+    from vdc.data.ingest import AnnotationError
+
+    root = tmp_path / "ds"
+    shutil.copytree(truncated_dataset, root)
+
+    def run(train, test, **over):
+        (root / "ann" / "train.txt").write_text(train)
+        (root / "ann" / "test.txt").write_text(test)
+        ds = {"format": "list", "video_root": str(root / "videos"), "annotations": str(root / "ann"),
+              "storage_size": [32, 40], "input_size": 24, **over}
+        s = stage_settings(tiny_config(datasets={"tiny": ds}), "extract", "tiny")
+        extract(s, tmp_path / "s.h5", tmp_path / "s.tsv")
+        return Frames(tmp_path / "s.h5")
+
+    ok_train, ok_test = "good0.mp4 0\ngood2.mp4 1\n", "good1.mp4 0\ngood3.mp4 1\n"
+    with pytest.raises(AnnotationError, match=r"the test split lists no videos .*test\.txt"):
+        run(ok_train, "")
+    with pytest.raises(AnnotationError, match=r"the train split lists no videos .*train\.txt"):
+        run("", ok_test)
+    with pytest.raises(AnnotationError, match=r"1 of 3 classes have no training video \(class_002"):
+        run(ok_train, ok_test + "good1.mp4 2\n")
+    with pytest.raises(AnnotationError, match=r"listed more than once in the train split \(e\.g\. good0\.mp4\).*split_checks: warn"):
+        run(ok_train + "good0.mp4 0\n", ok_test)
+    with pytest.raises(AnnotationError, match=r"1 video\(s\) listed in both the train and the test split \(e\.g\. good1\.mp4\)"):
+        run(ok_train + "good1.mp4 0\n", ok_test)
+    with caplog.at_level(logging.WARNING, logger="vdc.extract"):
+        with run(ok_train + "good1.mp4 0\n" + "good0.mp4 0\n", ok_test, split_checks="warn") as fr:
+            warnings = json.loads(fr.attrs["split_warnings"])
+    assert len(warnings) == 2 and "more than once" in warnings[0] and "both the train and the test" in warnings[1]
+    assert sum("listed" in m for m in caplog.messages) == 2
+    # a class whose test videos are all missing: a warning; whose training videos all fail: an error
+    with run(ok_train, "good1.mp4 0\n") as fr:
+        assert "1 class(es) have no test video (class_001)" in json.loads(fr.attrs["split_warnings"])[0]
+    with pytest.raises(ExtractionError, match=r"every training video of class\(es\) class_001 failed .*s\.tsv"):
+        run("good0.mp4 0\ncut.mp4 1\n", ok_test, max_failed_fraction=0.5)

@@ -11,15 +11,18 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
   reshuffled every epoch;
 * the student's input, per clip: the condensed video's clip (temporal sampling naive / segment / sliding
   and interpolation none / dup / linear from the set's attrs ``t_c, sampling, interpolation``), one
-  RandomResizedCrop(scale, ratio) + horizontal flip for all its frames, to input_size, normalised;
+  RandomResizedCrop(scale, ratio) + the dataset's horizontal flip (``hflip``: off / on / map) for all
+  its frames, to input_size, normalised;
   with ``cutmix``, CutMix (Beta(alpha, alpha), one box per batch) with probability ``cutmix_prob``;
 * labels / targets t (logits, [B, K]):
-    hard    - none (CE on the class ids);
+    hard    - none (CE on the class ids; with hflip map a flipped clip of a mirrored class takes the
+              paired class, here and for the CE part of MSE-GT);
     soft    - the labeler's logits on each condensed clip's un-augmented view (centre window, centre
               crop), computed once; a set with its own ``label_logits`` (DATM) uses those instead;
-              under CutMix the targets are mixed: t = lam * t + (1 - lam) * t[perm];
+              under CutMix the targets are mixed: t = lam * t + (1 - lam) * t[perm]; with hflip map the
+              columns of each mirrored pair are swapped in the rows of flipped clips (clips.HFlip.targets);
     multisl - the labeler relabels the exact (augmented, cut-mixed) tensor the student sees, every
-              iteration;
+              iteration (a flipped view is relabelled as it is: no mapping);
 * losses (s = student logits [B, K], y = class ids; under CutMix CE(s, y) means
   lam * CE(s, y) + (1 - lam) * CE(s, y[perm])):
     ce      - CE(s, y)                                         (hard labels only)
@@ -129,7 +132,7 @@ class CondensedClips:
     clips: [N, T_c, H, W, 3], uint8 (0..255) or float32 (unit range); labels [N].
     """
 
-    def __init__(self, cset: CondensedSet, dataset: dict, scale, ratio, device):
+    def __init__(self, cset: CondensedSet, dataset: dict, scale, ratio, device, hflip: C.HFlip | None = None):
         a = cset.attrs
         self.t_c = int(a.get("t_c", cset.clips.shape[1]))
         self.sampling = a.get("sampling", "naive")
@@ -141,6 +144,7 @@ class CondensedClips:
         self.labels = torch.as_tensor(cset.labels, dtype=torch.long, device=device)
         self.clip_len, self.size = int(dataset["clip_len"]), int(dataset["input_size"])
         self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.hflip = hflip or C.HFlip("on")  # the dataset's flip (clips.HFlip.of); None: on
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -149,11 +153,16 @@ class CondensedClips:
         x = self.clips[idx.unsqueeze(1), frame_idx]  # [B, T', H, W, 3]
         return C.interpolate_time(x, self.clip_len, self.interpolation)
 
-    def train_view(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augmented student input for clips ``idx`` [B]: float [B, 3, T, S, S], normalised."""
+    def train_views(self, idx: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented student input for clips ``idx`` [B] and which were flipped:
+        (float [B, 3, T, S, S] normalised, bool [B])."""
         fi = C.condensed_frame_indices(len(idx), self.t_c, self.clip_len, self.sampling, generator, idx.device)
-        x = self._temporal(idx, fi)
-        return C.normalize(C.random_resized_crop_flip(x, self.size, self.scale, self.ratio, generator=generator))
+        x, flipped = C.crop_flip(self._temporal(idx, fi), self.size, self.scale, self.ratio, self.hflip, generator)
+        return C.normalize(x), flipped
+
+    def train_view(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The views of :meth:`train_views` alone."""
+        return self.train_views(idx, generator)[0]
 
     def plain_view(self, idx: torch.Tensor) -> torch.Tensor:
         """Un-augmented view (soft labels): the centre window (centre segment for segment sampling),
@@ -192,8 +201,8 @@ class Protocol:
         """One optimiser step on condensed clips ``idx`` [B]; returns the (detached) loss."""
         ev = self.ev
         accel = self.accel
-        x = self.data.train_view(idx, generator)
-        y = self.data.labels[idx]
+        x, flipped = self.data.train_views(idx, generator)
+        y = self.data.hflip.labels(self.data.labels[idx], flipped)  # hard labels follow the flip (mode map)
         perm, lam = None, 1.0
         if ev["cutmix"] and float(torch.rand(1, generator=generator)) < ev["cutmix_prob"]:
             x, perm, lam = C.cutmix(x, ev["cutmix_alpha"], generator)
@@ -202,8 +211,8 @@ class Protocol:
         if ev["labels"] == "multisl":
             with torch.no_grad(), accel.autocast():
                 t = self.labeler(x).float()
-        elif ev["labels"] == "soft":
-            t = self.soft[idx]
+        elif ev["labels"] == "soft":  # fixed targets of the unflipped clip: pair columns swapped if flipped
+            t = self.data.hflip.targets(self.soft[idx], flipped)
             if perm is not None:
                 t = lam * t + (1 - lam) * t[perm]
         with accel.autocast():
@@ -279,8 +288,8 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         raise InputError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
                          f"{num_classes}; condense it from this frames file")
     student = accel.prepare(create_model(arch, num_classes, **settings["model"]).to(device))  # first draw after the seed
-    data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device)
-    test = loop.TestClips(load_bank(frames, "test", device), ds)
+    data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device, C.HFlip.of(ds, frames.classes))
+    test = loop.TestClips(load_bank(frames, "test", device, dataset=ds), ds)
     if len(test) == 0:
         raise InputError(f"{frames_path}: the test split is empty, so no accuracy can be measured; check the "
                          f"dataset's test annotations and rerun extract")

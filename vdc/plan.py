@@ -205,18 +205,18 @@ def dataset_facts(cfg: dict, name: str, sizes: dict | None = None) -> dict:
         with Frames(frames_path) as fr:
             tr, te = fr.split_ids("train"), fr.split_ids("test")
             return {**base, "train": len(tr), "test": len(te), "classes": fr.num_classes,
-                    "frames": float(fr.lengths[tr].mean()) if len(tr) else 0.0,
-                    "test_frames": float(fr.lengths[te].mean()) if len(te) else 0.0, "source": str(frames_path)}
+                    "frames": float(fr.stored_lengths[tr].mean()) if len(tr) else 0.0,
+                    "test_frames": float(fr.stored_lengths[te].mean()) if len(te) else 0.0, "source": str(frames_path)}
     if ds["format"] == "toy":
         t = ds["toy"]
         src = (t["min_frames"] + t["max_frames"]) / 2
-        n = min(ds["max_frames"], math.ceil(src / ds["frame_stride"]))
+        n = min(ds["max_frames"] or math.inf, math.ceil(src / ds["frame_stride"]))
         return {**base, "train": t["classes"] * t["train_per_class"], "test": t["classes"] * t["test_per_class"],
                 "classes": t["classes"], "frames": n, "test_frames": n, "source_frames": src,
                 "source": "the toy generator's settings"}
     if ds["format"] in PAPER_DATASETS:
         p = PAPER_DATASETS[ds["format"]]
-        n = min(ds["max_frames"], math.ceil(p["source_frames"] / ds["frame_stride"]))
+        n = min(ds["max_frames"] or math.inf, math.ceil(p["source_frames"] / ds["frame_stride"]))
         return {**base, "train": p["train"], "test": p["test"], "classes": p["classes"], "frames": n,
                 "test_frames": n, "source_frames": p["source_frames"],
                 "source": f"paper sizes of {ds['format']} (study.md; frames per video approximate)"}

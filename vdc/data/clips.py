@@ -3,11 +3,15 @@
 Everything here works on whole batches of tensors on the device (no per-sample Python work):
 
 * frame indices of training clips (random window at interval 8, or floor(L/8) when L < 64) and test
-  clips (the centre window) for real videos of different lengths;
+  clips (the centre window) for real videos of different lengths, as the reference draws them;
 * the temporal processing of condensed videos of T_c frames: naive / segment / sliding-window
   sampling and none / dup(lication) / linear interpolation when T_c < the clip length;
 * random resized crop + horizontal flip, identical for every frame of a clip, via one batched
-  ``grid_sample``; centre crop; ImageNet normalisation; CutMix.
+  ``grid_sample`` (:func:`crop_flip`); the flip of a dataset (off / on / on with a label map of
+  mirrored classes: :class:`HFlip`); centre crop; ImageNet normalisation; CutMix.
+
+Frame indices are source frame numbers (0-based) of the video, exactly the reference's; a frames file
+keeps every source frame unless configured otherwise (vdc/data/frames.py maps indices to stored rows).
 
 Clip tensors: uint8 or float pixels [B, T, H, W, 3] in storage layout; network input is float
 [B, 3, T, S, S] (N x C x T x H x W), normalised.
@@ -26,33 +30,53 @@ STD = (0.229, 0.224, 0.225)
 # ----------------------------------------------------------------------------- frame indices
 
 def _interval(lengths: torch.Tensor, clip_len: int, interval: int) -> torch.Tensor:
+    """The reference's interval (Video-DC ``dataset.py``): ``interval`` when the video has at least
+    clip_len * interval frames, else floor(L / clip_len) (0 when L < clip_len)."""
     short = lengths < clip_len * interval
-    return torch.where(short, (lengths // clip_len).clamp(min=1), torch.full_like(lengths, interval))
+    return torch.where(short, lengths // clip_len, torch.full_like(lengths, interval))
+
+
+def window_room(lengths: torch.Tensor, clip_len: int = 8, interval: int = 8) -> torch.Tensor:
+    """R, the number of possible starts of a clip: L - (clip_len - 1) * iv (>= 1 for L >= 1)."""
+    lengths = lengths.long()
+    return lengths - (clip_len - 1) * _interval(lengths, clip_len, interval)
+
+
+def window_indices(lengths: torch.Tensor, start: torch.Tensor, clip_len: int = 8, interval: int = 8) -> torch.Tensor:
+    """The clip starting at source frame ``start`` [B] (0 <= start < R): start + iv * [0, ..., clip_len - 1]."""
+    iv = _interval(lengths.long(), clip_len, interval)
+    return start.long().unsqueeze(1) + iv.unsqueeze(1) * torch.arange(clip_len, device=lengths.device)
 
 
 def train_frame_indices(lengths: torch.Tensor, clip_len: int = 8, interval: int = 8,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random window of ``clip_len`` frames at ``interval`` (floor(L/clip_len) when the video is
-    shorter than clip_len*interval) for each video. lengths [B] -> long [B, clip_len]. Videos shorter
-    than clip_len loop (index modulo length)."""
+    """The reference's training clip of each video, in source frames (Video-DC ``dataset.py``,
+    ``VideoClsDataset.__getitem__``, mode train), 0-based:
+
+        iv    = interval if L >= clip_len * interval else floor(L / clip_len)
+        start ~ uniform{0, ..., R - 1},  R = L - (clip_len - 1) * iv
+        idx   = start + iv * [0, 1, ..., clip_len - 1]
+
+    (the reference draws ``np.random.randint(1, R + 1)`` and reads the 1-based frame files
+    ``img_{start + k iv:05d}.jpg``). Indices always lie in [0, L - 1] and never wrap: a window longer
+    than the clip (T_c = 16, 32 frames) on a short video gets a smaller interval, and only a video
+    shorter than ``clip_len`` frames (iv = 0) repeats one frame, as the reference does.
+    One uniform draw per video from ``generator``. lengths [B] -> long [B, clip_len]."""
     lengths = lengths.long()
-    iv = _interval(lengths, clip_len, interval)
-    span = (clip_len - 1) * iv + 1
-    room = (lengths - span + 1).clamp(min=1)
+    room = window_room(lengths, clip_len, interval).clamp(min=1)
     u = torch.rand(lengths.shape, generator=generator, device="cpu").to(lengths.device)
     start = (u * room).long().clamp(max=room - 1)
-    idx = start.unsqueeze(1) + iv.unsqueeze(1) * torch.arange(clip_len, device=lengths.device)
-    return idx % lengths.clamp(min=1).unsqueeze(1)
+    return window_indices(lengths, start, clip_len, interval)
 
 
 def center_frame_indices(lengths: torch.Tensor, clip_len: int = 8, interval: int = 8) -> torch.Tensor:
-    """The centre window (the test clip) of each video. lengths [B] -> long [B, clip_len]."""
+    """The reference's test clip of each video (mode val), 0-based: the interval of
+    :func:`train_frame_indices` and start = R // 2 - 1 (the reference's 1-based start R // 2; clamped to
+    0 where that is 0, i.e. L = clip_len or L = 1, where the reference would read a frame file
+    ``img_00000.jpg`` that does not exist). lengths [B] -> long [B, clip_len]."""
     lengths = lengths.long()
-    iv = _interval(lengths, clip_len, interval)
-    span = (clip_len - 1) * iv + 1
-    start = ((lengths - span) // 2).clamp(min=0)
-    idx = start.unsqueeze(1) + iv.unsqueeze(1) * torch.arange(clip_len, device=lengths.device)
-    return idx % lengths.clamp(min=1).unsqueeze(1)
+    start = (window_room(lengths, clip_len, interval) // 2 - 1).clamp(min=0)
+    return window_indices(lengths, start, clip_len, interval)
 
 
 def evenly_spaced_starts(length: int, span: int, m: int) -> list[int]:
@@ -90,8 +114,10 @@ def condensed_frame_indices(batch: int, t_c: int, clip_len: int, sampling: str,
 
 def interpolate_time(clips: torch.Tensor, clip_len: int, mode: str) -> torch.Tensor:
     """Bring clips [B, T, H, W, C] with T < clip_len to clip_len frames: none (unchanged), dup (repeat
-    each frame, nearest-neighbour in time) or linear (linear interpolation along time, align_corners:
-    first and last frames kept; returns float, uint8 input scaled to [0, 1])."""
+    each frame, nearest-neighbour in time) or linear (linear interpolation along time with the
+    reference's corner alignment, Video-DC ``utils_all.py`` ``Interpolate``: ``align_corners=False``,
+    i.e. output frame j samples the input at t = (j + 0.5) T / clip_len - 0.5, clamped to [0, T - 1];
+    4 -> 8 frames gives t = 0, 0.25, 0.75, 1.25, ..., 2.75, 3. Returns float, uint8 input scaled to [0, 1])."""
     t = clips.shape[1]
     if mode == "none" or t >= clip_len:
         return clips
@@ -102,7 +128,7 @@ def interpolate_time(clips: torch.Tensor, clip_len: int, mode: str) -> torch.Ten
         x = clips.float() / 255.0 if clips.dtype == torch.uint8 else clips.float()
         x = x.permute(0, 2, 3, 4, 1)  # B H W C T
         b, h, w, c, _ = x.shape
-        y = F.interpolate(x.reshape(b, h * w * c, t), size=clip_len, mode="linear", align_corners=True)
+        y = F.interpolate(x.reshape(b, h * w * c, t), size=clip_len, mode="linear", align_corners=False)
         return y.reshape(b, h, w, c, clip_len).permute(0, 4, 1, 2, 3)
     raise ValueError(f"unknown interpolation '{mode}' (none, dup, linear)")
 
@@ -166,14 +192,111 @@ def crop_resize(clips: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch
     return out.reshape(b, t, c, size, size).permute(0, 2, 1, 3, 4)
 
 
-def random_resized_crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                             flip_p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-clip random resized crop + horizontal flip, the same for all frames of a clip.
-    [B, T, H, W, C] -> float [B, C, T, size, size] in [0, 1]."""
+def flip_mode(value) -> str:
+    """A dataset's ``hflip`` setting as a mode: YAML reads a bare ``off`` / ``on`` as false / true."""
+    return {False: "off", True: "on"}[value] if isinstance(value, bool) else value
+
+
+class HFlip:
+    """The horizontal flip of one dataset's clips: ``datasets.<name>.hflip`` and ``hflip_pairs``.
+
+    * ``off``: clips are never flipped;
+    * ``on``: each clip is flipped with probability ``p`` (0.5), its label unchanged (the paper's
+      protocol, every config's default);
+    * ``map``: flipped as with ``on``, and a flipped clip of a class in ``hflip_pairs`` takes the paired
+      class: mirrored classes such as Something-Something's "... from left to right" / "... from right
+      to left" (mmaction2's ``Flip(flip_label_map=...)``).
+
+    ``label_map`` long [K]: the class of a flipped clip of class k (k itself off the pairs; an
+    involution). Every place that flips a clip draws with :meth:`draw` and then maps what it trains on:
+    hard labels with :meth:`labels`, fixed per-class targets (soft labels, label logits) with
+    :meth:`targets`. A labeler that sees the flipped view (Multi-SL) needs no mapping: its logits are
+    already those of the mirrored clip.
+    """
+
+    MODES = ("off", "on", "map")
+
+    def __init__(self, mode: str = "on", label_map: torch.Tensor | None = None, p: float = 0.5):
+        if mode not in self.MODES:
+            raise ValueError(f"hflip mode '{mode}': expected one of {', '.join(self.MODES)}")
+        self.mode, self.p = mode, float(p)
+        self.label_map = None if label_map is None else torch.as_tensor(label_map, dtype=torch.long)
+
+    @classmethod
+    def of(cls, dataset: dict, classes: list[str]) -> "HFlip":
+        """The flip of a dataset section (schema-filled: ``hflip``, ``hflip_pairs``) for the class names
+        of its frames file. A pair names two classes by id (0-based) or by name; a class may be in at
+        most one pair. Mistakes are ConfigErrors naming the key."""
+        from vdc.errors import ConfigError
+
+        key = f"datasets.{dataset['name']}.hflip_pairs"
+        mode, pairs = flip_mode(dataset["hflip"]), dataset["hflip_pairs"]
+        if mode != "map":
+            if pairs:
+                raise ConfigError(f"{key} is set but hflip is '{mode}'; set hflip: map to use it (or remove it)")
+            return cls(mode)
+        if not pairs:
+            raise ConfigError(f"{key}: hflip 'map' needs at least one pair of mirrored classes, e.g. [[86, 87]]")
+        lookup = {c: i for i, c in enumerate(classes)}
+        table = list(range(len(classes)))
+        for pair in pairs:
+            ids = []
+            for c in pair:
+                if isinstance(c, int) and 0 <= c < len(classes):
+                    ids.append(c)
+                elif isinstance(c, str) and c in lookup:
+                    ids.append(lookup[c])
+                else:
+                    raise ConfigError(f"{key}: {c!r} is not a class id 0..{len(classes) - 1} or a class name "
+                                      f"of this dataset")
+            a, b = ids
+            if a == b or table[a] != a or table[b] != b:
+                raise ConfigError(f"{key}: pair {list(pair)} pairs a class with itself or a class already paired")
+            table[a], table[b] = b, a
+        return cls("map", torch.tensor(table))
+
+    @property
+    def maps(self) -> bool:
+        """True when a flip changes labels (mode ``map``)."""
+        return self.mode == "map"
+
+    def draw(self, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+        """Which of n clips to flip: bool [n]. Takes n uniforms from ``generator`` in every mode."""
+        u = torch.rand(n, generator=generator)
+        flipped = u < self.p if self.mode != "off" else torch.zeros(n, dtype=torch.bool)
+        return flipped.to(device)
+
+    def labels(self, y: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+        """Hard labels [B] of the views: the paired class where a clip was flipped (mode map)."""
+        if not self.maps:
+            return y
+        return torch.where(flipped.to(y.device), self.label_map.to(y.device)[y], y)
+
+    def targets(self, t: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+        """Per-class targets [B, K] (soft labels, logits, probabilities) of the views: the columns of each
+        pair swapped where a clip was flipped (mode map), so the mirrored clip's score for class k is the
+        original's score for its paired class."""
+        if not self.maps:
+            return t
+        return torch.where(flipped.to(t.device).unsqueeze(1), t[:, self.label_map.to(t.device)], t)
+
+
+def crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: HFlip | None = None,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip random resized crop + horizontal flip (``hflip``; None = mode on), the same for all
+    frames of a clip: the boxes are drawn first, then the flips (:meth:`HFlip.draw`).
+    [B, T, H, W, C] -> (float [B, C, T, size, size] in [0, 1], flipped bool [B])."""
     b, _, h, w, _ = clips.shape
     boxes = sample_resized_crop_boxes(b, h, w, scale, ratio, generator)
-    flip = torch.rand(b, generator=generator) < flip_p
-    return crop_resize(clips, boxes, size, flip)
+    flipped = (hflip or HFlip("on")).draw(b, generator)
+    return crop_resize(clips, boxes, size, flipped), flipped.to(clips.device)
+
+
+def random_resized_crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                             flip_p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`crop_flip` with flip mode on (probability ``flip_p``), the views only: for callers whose
+    labels do not depend on the flip. [B, T, H, W, C] -> float [B, C, T, size, size] in [0, 1]."""
+    return crop_flip(clips, size, scale, ratio, HFlip("on", p=flip_p), generator)[0]
 
 
 def center_crop(clips: torch.Tensor, size: int) -> torch.Tensor:

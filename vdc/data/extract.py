@@ -6,10 +6,13 @@
 :func:`extract` runs these steps, one function each:
 
 1. :func:`list_videos`: :func:`vdc.data.ingest.read_manifest` lists the split's videos (train first,
-   then test).
+   then test) and :func:`vdc.data.ingest.check_splits` checks the split (empty split, duplicates,
+   train/test overlap, classes without training videos: errors or warnings by the rule in docs/data.md).
 2. :func:`probe_pass` (pass 1): open every video with decord and read its frame count and fps, and
    decode its last kept frame (catches truncated files whose header promises more than they hold).
    Videos decord cannot read are decoded with PyAV instead (decord 0.6 fails to resize to some widths).
+   A video that decodes to fewer than ``min_decoded_fraction`` of the frames its container declares
+   (frame count, else duration x fps; read by PyAV from the header) is a truncated file: failed.
 3. :func:`plan_kept_frames`: the source frames each video keeps; their total is the size of one
    contiguous uncompressed ``/frames`` [F, H, W, 3] uint8, allocated up front.
 4. :func:`decode_pass` (pass 2): decode each video's kept frames, resized during decoding to
@@ -21,7 +24,9 @@
 6. :func:`_write_report` and the summary: the failure report and a log line.
 
 Kept frames: every ``frame_stride``-th source frame, then, if more than ``max_frames`` remain, a
-uniform subsample of ``max_frames`` of them (first and last included).
+uniform subsample of ``max_frames`` of them (first and last included). The defaults (stride 1, no
+cap) keep every frame, so every clip vdc draws is exactly the reference's (``exact_clips``); the
+source frame number of each stored frame is recorded in ``/frame_source``.
 
 Decoding runs in ``--threads`` worker processes (decord holds the GIL, so threads do not scale);
 the output order is the manifest order whatever the number of workers, so the file is identical.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import contextlib
 import logging
 import os
@@ -54,7 +60,7 @@ import numpy as np
 
 from vdc import __version__
 from vdc.data.frames import SPLITS, FramesWriter
-from vdc.data.ingest import VideoRecord, read_manifest
+from vdc.data.ingest import VideoRecord, check_splits, read_manifest
 from vdc.errors import InputError
 from vdc.progress import Progress
 from vdc.utils import atomic_path
@@ -66,11 +72,11 @@ class ExtractionError(InputError):
     """Too many videos failed to decode (or nothing could be read)."""
 
 
-def kept_indices(num_frames: int, frame_stride: int, max_frames: int) -> np.ndarray:
+def kept_indices(num_frames: int, frame_stride: int, max_frames: int | None) -> np.ndarray:
     """Source frame indices kept from a video of ``num_frames`` frames: every ``frame_stride``-th,
-    then uniformly subsampled down to ``max_frames``. int64 [n], ascending, n <= max_frames."""
+    then uniformly subsampled down to ``max_frames`` (None: no cap). int64 [n], ascending."""
     idx = np.arange(0, num_frames, frame_stride, dtype=np.int64)
-    if len(idx) > max_frames:
+    if max_frames is not None and len(idx) > max_frames:
         idx = idx[np.round(np.linspace(0, len(idx) - 1, max_frames)).astype(np.int64)]
     return idx
 
@@ -105,30 +111,58 @@ def _pyav_frames(path: str, size, wanted=None):
     return frames, n, fps
 
 
+def declared_frames(path: str) -> int:
+    """The frame count the container's header declares (PyAV, no decoding): the stream's frame count,
+    else its duration (or the container's) x its average frame rate; 0 when the header says neither."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            rate = float(stream.average_rate or 0)
+            if stream.duration and stream.time_base:
+                return round(float(stream.duration * stream.time_base) * rate)
+            return round(container.duration / 1e6 * rate) if container.duration else 0
+    except Exception:  # noqa: BLE001 - a header PyAV cannot read declares nothing
+        return 0
+
+
 def probe_video(job) -> tuple[int, float, str, str]:
     """(source frame count, fps, decoder "decord" | "pyav", error message or "") of one video.
     decord first (it reads the count from the container, then decodes the last kept frame to catch
     truncated files); PyAV (a full decode) when decord fails, e.g. decord 0.6's resize bug at some
-    output widths (16, 24, 48, 72, ...). job = (path, size, stride, max_frames)."""
-    path, size, stride, max_frames = job
+    output widths (16, 24, 48, 72, ...). A video whose decodable frames are fewer than
+    ``min_fraction`` x the frames its header declares (:func:`declared_frames`) is truncated: an error.
+    job = (path, size, stride, max_frames, min_fraction)."""
+    path, size, stride, max_frames, min_fraction = job
     if not os.path.isfile(path):
         return 0, 0.0, "", "file not found"
+    n, fps, decoder, err = 0, 0.0, "", ""
     try:
         vr = _open(path, size)
         n, fps = len(vr), float(vr.get_avg_fps())
         if n > 0:
             vr.get_batch([int(kept_indices(n, stride, max_frames)[-1])]).asnumpy()
-            return n, fps, "decord", ""
-        err = "decord: no frames"
+            decoder = "decord"
+        else:
+            err = "decord: no frames"
     except Exception as exc:  # noqa: BLE001 - any decoder error is a per-video failure
         err = f"decord: {type(exc).__name__}: {_one_line(exc)}"
-    try:
-        _, n, fps = _pyav_frames(path, (2, 2))
-        if n > 0:
-            return n, fps, "pyav", ""
-        return 0, 0.0, "", f"{err}; pyav: no frames"
-    except Exception as exc:  # noqa: BLE001
-        return 0, 0.0, "", f"{err}; pyav: {type(exc).__name__}: {_one_line(exc)}"
+    if not decoder:
+        try:
+            _, n, fps = _pyav_frames(path, (2, 2))
+            if n == 0:
+                return 0, 0.0, "", f"{err}; pyav: no frames"
+            decoder = "pyav"
+        except Exception as exc:  # noqa: BLE001
+            return 0, 0.0, "", f"{err}; pyav: {type(exc).__name__}: {_one_line(exc)}"
+    declared = declared_frames(path)
+    if declared and n < min_fraction * declared:
+        return 0, 0.0, "", (f"truncated or damaged: {decoder} decodes {n} of the {declared} frames the container "
+                            f"declares (< min_decoded_fraction {min_fraction:g})")
+    return n, fps, decoder, ""
 
 
 def decode_video(job) -> tuple[np.ndarray | None, str]:
@@ -171,7 +205,7 @@ def extract(settings: dict, out: str | os.PathLike, report: str | os.PathLike, w
     Returns a summary {"videos", "failed", "frames", "bytes", "seconds"}."""
     t0 = time.time()
     ds = settings["dataset"]
-    classes, records, paths = list_videos(ds)
+    classes, records, paths, warnings = list_videos(ds)
     failed: dict[int, str] = {}  # video -> reason, filled by both passes
     with _worker_pool(workers) as pool:
         probed = probe_pass(ds, paths, pool, workers, failed)
@@ -181,7 +215,8 @@ def extract(settings: dict, out: str | os.PathLike, report: str | os.PathLike, w
             writer = FramesWriter(h5, rows=sum(len(k) for k in kept), frame_size=_storage_size(ds))
             offsets, lengths = decode_pass(ds, writer, paths, kept, probed.decoder, pool, workers, failed)
             _check_failures(ds, failed, paths, report)
-            write_index_and_attrs(ds, writer, classes, records, probed, offsets, lengths, failed)
+            warnings += check_decoded_classes(ds, classes, records, failed, report)
+            write_index_and_attrs(ds, writer, classes, records, probed, offsets, lengths, failed, warnings)
     _write_report(report, paths, failed)
     return _summary(out, ds, records, failed, lengths, time.time() - t0)
 
@@ -195,13 +230,15 @@ class Probed:
     decoder: list[str]         # "decord" or "pyav"
 
 
-def list_videos(ds: dict) -> tuple[list[str], list[VideoRecord], list[str]]:
-    """Step 1: (class names, the split's videos (train first, then test), their file paths)."""
+def list_videos(ds: dict) -> tuple[list[str], list[VideoRecord], list[str], list[str]]:
+    """Step 1: (class names, the split's videos (train first, then test), their file paths, the split
+    checks' warnings). The split checks (:func:`vdc.data.ingest.check_splits`) raise on errors."""
     classes, records = read_manifest(ds)
-    if not records:
-        raise ExtractionError(f"dataset '{ds['name']}': the annotations list no videos")
+    warnings = check_splits(ds, classes, records)
+    for w in warnings:
+        log.warning("dataset '%s': %s", ds["name"], w)
     root = Path(ds["video_root"])
-    return classes, records, [str(root / r.path) for r in records]
+    return classes, records, [str(root / r.path) for r in records], warnings
 
 
 def probe_pass(ds: dict, paths: list[str], pool: Executor | None, workers: int, failed: dict[int, str]) -> Probed:
@@ -209,7 +246,8 @@ def probe_pass(ds: dict, paths: list[str], pool: Executor | None, workers: int, 
     that cannot be read are added to ``failed``."""
     n = len(paths)
     probed = Probed(np.zeros(n, np.int64), np.zeros(n, np.float32), [""] * n)
-    jobs = ((p, _storage_size(ds), int(ds["frame_stride"]), int(ds["max_frames"])) for p in paths)
+    jobs = ((p, _storage_size(ds), int(ds["frame_stride"]), ds["max_frames"], float(ds["min_decoded_fraction"]))
+            for p in paths)
     progress = Progress(n, f"extract {ds['name']} probe", log, unit="video")
     for i, (frames, fps, decoder, err) in enumerate(ordered_map(probe_video, jobs, pool, 4 * workers)):
         probed.source_frames[i], probed.fps[i], probed.decoder[i] = frames, fps, decoder
@@ -224,7 +262,7 @@ def probe_pass(ds: dict, paths: list[str], pool: Executor | None, workers: int, 
 
 def plan_kept_frames(ds: dict, source_frames: np.ndarray, failed: dict[int, str]) -> list[np.ndarray]:
     """Step 3: the source frame indices each video keeps (:func:`kept_indices`; none for a failed video)."""
-    stride, max_frames = int(ds["frame_stride"]), int(ds["max_frames"])
+    stride, max_frames = int(ds["frame_stride"]), ds["max_frames"]
     return [np.zeros(0, np.int64) if i in failed else kept_indices(int(n), stride, max_frames)
             for i, n in enumerate(source_frames)]
 
@@ -244,7 +282,7 @@ def decode_pass(ds: dict, writer: FramesWriter, paths: list[str], kept: list[np.
         if err:
             failed[i] = err
         else:
-            writer.append(frames)
+            writer.append(frames, kept[i])
             lengths[i] = len(frames)
         progress.update(failed=len(failed))
     progress.close()
@@ -254,8 +292,28 @@ def decode_pass(ds: dict, writer: FramesWriter, paths: list[str], kept: list[np.
     return offsets, lengths
 
 
+def check_decoded_classes(ds: dict, classes: list[str], records: list[VideoRecord], failed: dict[int, str],
+                          report) -> list[str]:
+    """After decoding: every class still has a training video (an error names the report, where the
+    failures are listed); a class whose test videos all failed is a warning (returned)."""
+    counts = {s: np.zeros(len(classes), np.int64) for s in SPLITS}
+    for i, r in enumerate(records):
+        if i not in failed:
+            counts[r.split][r.label] += 1
+    empty = [classes[k] for k in np.flatnonzero(counts["train"] == 0)]
+    if empty:
+        raise ExtractionError(f"dataset '{ds['name']}': every training video of class(es) {', '.join(empty[:5])} "
+                              f"failed to decode (see {report}); each class needs training videos")
+    untested = [classes[k] for k in np.flatnonzero(counts["test"] == 0)]
+    warnings = [f"{len(untested)} class(es) have no decodable test video: {', '.join(untested[:5])}"] if untested else []
+    for w in warnings:
+        log.warning("dataset '%s': %s", ds["name"], w)
+    return warnings
+
+
 def write_index_and_attrs(ds: dict, writer: FramesWriter, classes: list[str], records: list[VideoRecord],
-                          probed: Probed, offsets: np.ndarray, lengths: np.ndarray, failed: dict[int, str]) -> None:
+                          probed: Probed, offsets: np.ndarray, lengths: np.ndarray, failed: dict[int, str],
+                          warnings: list[str] = ()) -> None:
     """Step 5: ``/videos``, ``/classes`` and ``content_id`` (:meth:`FramesWriter.write_index`), then the
     attributes of the extraction (layout in vdc/data/frames.py)."""
     split = np.array([SPLITS[r.split] for r in records], np.int8)
@@ -266,7 +324,9 @@ def write_index_and_attrs(ds: dict, writer: FramesWriter, classes: list[str], re
     n_src = probed.source_frames
     attrs = {
         "dataset": ds["name"], "format": ds["format"], "storage_size": list(_storage_size(ds)),
-        "max_frames": int(ds["max_frames"]), "frame_stride": int(ds["frame_stride"]),
+        "max_frames": -1 if ds["max_frames"] is None else int(ds["max_frames"]), "frame_stride": int(ds["frame_stride"]),
+        "exact_clips": bool(np.array_equal(lengths[split >= 0], n_src[split >= 0])),
+        "split_warnings": json.dumps(list(warnings)),
         "video_root": str(ds["video_root"]), "annotations": str(ds["annotations"]), "split_number": int(ds["split"]),
         "num_classes": len(classes), "num_videos": len(records), "num_failed": len(failed),
         "vdc_version": __version__,

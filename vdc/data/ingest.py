@@ -293,3 +293,51 @@ def annotation_files(dataset: dict) -> list[str]:
     else:
         raise AnnotationError(f"dataset.format '{fmt}': expected one of {', '.join(READERS)}")
     return [str(ann / x) for x in names]
+
+
+# ------------------------------------------------------------------------------------ split checks
+
+def check_splits(dataset: dict, classes: list[str], records: list[VideoRecord]) -> list[str]:
+    """The split sanity rule (docs/data.md, "Split checks"); returns the warnings, raises on errors.
+
+    * an empty train or test split: error;
+    * a class without training videos: error (K is the number of classes; every per-class method,
+      and the IPC of every class, needs them);
+    * a path listed twice in one split, or in both train and test: error, or a warning with
+      ``dataset.split_checks: warn`` (the videos are then kept as listed);
+    * a class without test videos: warning (its accuracy is simply not measured).
+
+    Errors are :class:`AnnotationError` naming the annotation files."""
+    files = ", ".join(annotation_files(dataset))
+    name = dataset["name"]
+    by_split = {s: [r for r in records if r.split == s] for s in ("train", "test")}
+    for split, rows in by_split.items():
+        if not rows:
+            raise AnnotationError(f"dataset '{name}': the {split} split lists no videos (read from {files}); "
+                                  f"check dataset.annotations and dataset.split")
+    per_class = {s: [0] * len(classes) for s in by_split}
+    for r in records:
+        per_class[r.split][r.label] += 1
+    empty = [classes[k] for k, n in enumerate(per_class["train"]) if n == 0]
+    if empty:
+        raise AnnotationError(f"dataset '{name}': {len(empty)} of {len(classes)} classes have no training video "
+                              f"({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; read from {files}); "
+                              f"every class needs training videos: fix the lists or remove the class")
+    problems = []
+    for split, rows in by_split.items():
+        seen: dict[str, int] = {}
+        for r in rows:
+            seen[r.path] = seen.get(r.path, 0) + 1
+        dups = [p for p, n in seen.items() if n > 1]
+        if dups:
+            problems.append(f"{len(dups)} video(s) listed more than once in the {split} split (e.g. {dups[0]})")
+    overlap = sorted({r.path for r in by_split["train"]} & {r.path for r in by_split["test"]})
+    if overlap:
+        problems.append(f"{len(overlap)} video(s) listed in both the train and the test split (e.g. {overlap[0]})")
+    if problems and dataset["split_checks"] == "strict":
+        raise AnnotationError(f"dataset '{name}': {'; '.join(problems)} (read from {files}); fix the lists, or set "
+                              f"datasets.{name}.split_checks: warn to keep them as listed")
+    untested = [classes[k] for k, n in enumerate(per_class["test"]) if n == 0]
+    if untested:
+        problems.append(f"{len(untested)} class(es) have no test video ({', '.join(untested[:5])})")
+    return problems

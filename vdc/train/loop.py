@@ -19,19 +19,35 @@ from vdc.data.frames import VideoBank
 
 # ----------------------------------------------------------------------------- data
 
-def train_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator: torch.Generator,
-                scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), augment: bool = True) -> torch.Tensor:
-    """Training view of real videos: a random window of clip_len frames at clip_interval, one random
-    resized crop + flip per clip (same for all its frames), normalised. ``augment=False``: the centre
-    crop instead (no crop/flip draws; the window is still random).
-    videos [B] (bank positions, on the bank's device) -> float [B, 3, clip_len, S, S]."""
+def train_views(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator: torch.Generator, hflip: C.HFlip,
+                scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training views of real videos and their labels: the reference's random window of clip_len
+    frames at clip_interval source frames (clips.train_frame_indices), one random resized crop + the
+    dataset's flip per clip (same for all its frames; clips.crop_flip), normalised; the label of a
+    flipped clip follows ``hflip`` (clips.HFlip: mode map). ``augment=False``: the centre crop instead
+    (no crop/flip draws; the window is still random).
+    videos [B] (bank positions, on the bank's device) -> (float [B, 3, clip_len, S, S], long [B])."""
     idx = C.train_frame_indices(bank.lengths[videos], dataset["clip_len"], dataset["clip_interval"], generator)
     raw = bank.gather(videos, idx)
-    if augment:
-        x = C.random_resized_crop_flip(raw, dataset["input_size"], scale, ratio, generator=generator)
-    else:
-        x = C.center_crop(raw, dataset["input_size"])
-    return C.normalize(x)
+    y = bank.labels[videos]
+    if not augment:
+        return C.normalize(C.center_crop(raw, dataset["input_size"])), y
+    x, flipped = C.crop_flip(raw, dataset["input_size"], scale, ratio, hflip, generator)
+    return C.normalize(x), hflip.labels(y, flipped)
+
+
+def train_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator: torch.Generator,
+                scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), augment: bool = True,
+                hflip: C.HFlip | None = None) -> torch.Tensor:
+    """The views of :func:`train_views` alone, for callers whose labels do not depend on the flip:
+    ``hflip`` None = mode on, the only choice for a dataset section without ``hflip`` (benchmarks).
+    A flip that maps labels is refused here (the labels would be wrong): use train_views."""
+    hflip = hflip or C.HFlip("on")
+    wanted = C.flip_mode(dataset.get("hflip", "on"))  # hand-built dataset dicts (benchmarks) have no hflip key
+    if hflip.maps or wanted != hflip.mode:
+        raise ValueError(f"train_batch with hflip '{hflip.mode}' for a dataset whose hflip is '{wanted}': use "
+                         f"train_views(..., clips.HFlip.of(dataset, classes)), which also returns the labels")
+    return train_views(bank, videos, dataset, generator, hflip, scale, ratio, augment)[0]
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:

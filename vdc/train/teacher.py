@@ -12,8 +12,9 @@ Recipe (study.md section 3; every value from ``settings["teacher"]``):
   i.e. a per-iteration linear warm-up x0.1 -> x1, then x gamma (0.1) at each milestone (90, 130);
 * batch of ``batch`` videos, reshuffled every epoch (last batch may be smaller); one clip per video:
   a random window of clip_len (8) frames at clip_interval (8) (floor(L/8) for short videos),
-  RandomResizedCrop(area scale 0.08-1, ratio 3/4-4/3) + flip to input_size, same box for every frame;
-* the train split is loaded once into device memory; test = one centre clip x centre crop per video;
+  RandomResizedCrop(area scale 0.08-1, ratio 3/4-4/3) + the dataset's flip (``hflip``: a flipped clip
+  of a mirrored class takes the paired label) to input_size, same box for every frame;
+* the train split is loaded once into device memory (streamed when it does not fit); test = one centre clip x centre crop per video;
 * on CUDA the fast paths of ``settings["performance"]`` (vdc/accel.py: bf16 autocast of the forward,
   channels_last_3d, fused SGD); on the CPU none, whatever the settings say.
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from vdc import __version__
 from vdc.accel import Accel, setup_backends
 from vdc.cli import add_settings_arguments, resolve_settings
+from vdc.data import clips as C
 from vdc.data.frames import Frames, load_bank
 from vdc.errors import InputError
 from vdc.fingerprint import job_code
@@ -66,17 +68,18 @@ def lr_factor(it: int, iters_per_epoch: int, cfg: dict) -> float:
     return w * cfg["gamma"] ** sum(epoch >= m for m in cfg["milestones"])
 
 
-def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Generator, accel: Accel) -> dict:
-    """One pass over the training videos in a fresh random order, forwards under ``accel.autocast()``;
-    returns the epoch's mean loss and train top-1 (read from the device once, at the end)."""
+def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Generator, accel: Accel,
+                    hflip: C.HFlip) -> dict:
+    """One pass over the training videos in a fresh random order, forwards under ``accel.autocast()``,
+    labels of flipped views as ``hflip`` says; returns the epoch's mean loss and train top-1 (read from
+    the device once, at the end)."""
     device = train.labels.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     perm = torch.randperm(len(train), generator=gen).to(device)
     for i in range(0, len(train), cfg["batch"]):
         videos = perm[i:i + cfg["batch"]]
-        x = loop.train_batch(train, videos, ds, gen, cfg["scale"], cfg["ratio"])
-        y = train.labels[videos]
+        x, y = loop.train_views(train, videos, ds, gen, hflip, cfg["scale"], cfg["ratio"])
         with accel.autocast():
             logits = model(accel.input(x)).float()
         loss = F.cross_entropy(logits, y)
@@ -101,8 +104,9 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
 
     # data: the whole train split on the device, the test clips prepared once
     frames = Frames(frames_path)
-    train = load_bank(frames, "train", device)
-    test = loop.TestClips(load_bank(frames, "test", device), ds)
+    train = load_bank(frames, "train", device, dataset=ds)
+    test = loop.TestClips(load_bank(frames, "test", device, dataset=ds), ds)
+    hflip = C.HFlip.of(ds, frames.classes)
     if len(train) == 0 or len(test) == 0:
         raise InputError(f"{frames_path}: the {'train' if len(train) == 0 else 'test'} split is empty; check "
                          f"the dataset's annotations and rerun extract")
@@ -135,7 +139,7 @@ def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=N
     model.train()
     for epoch in range(start_epoch, cfg["epochs"]):
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, opt, sched, train, ds, cfg, gen, accel))
+        row.update(train_one_epoch(model, opt, sched, train, ds, cfg, gen, accel, hflip))
         if (epoch + 1) % cfg["eval_every"] == 0 or epoch + 1 == cfg["epochs"]:
             acc = loop.test_accuracy(model, test, batch=cfg["batch"] * 2, accel=accel)
             row.update(test_top1=acc["top1"], test_top5=acc["top5"])
@@ -173,7 +177,7 @@ def import_teacher(frames_path, given, out_path, metrics_path, settings: dict) -
     accel = setup_backends(settings, device)
     t0 = time.time()
     frames = Frames(frames_path)
-    test = loop.TestClips(load_bank(frames, "test", device), ds)
+    test = loop.TestClips(load_bank(frames, "test", device, dataset=ds), ds)
     if len(test) == 0:
         raise InputError(f"{frames_path}: the test split is empty; check the dataset's annotations and rerun extract")
     record = read_teacher(given, arch=arch, num_classes=frames.num_classes, model=settings["model"])
