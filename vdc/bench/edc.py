@@ -1,9 +1,10 @@
 """``python -m vdc.bench edc``: time per iteration and peak memory of EDC, one network vs three in rotation.
 
 Runs EDC's real iteration (``vdc.condense.edc.edc_step``: temporal sampling, differentiable random
-resized crop + flip, forward with hooks on every BatchNorm3d, CE + class-wise and global statistics
-matching, backward to the clips, Adam) on random clips with untrained networks (timing and memory do
-not depend on the weights). Two configurations:
+resized crop + flip, forward with hooks on every BatchNorm3d and — ``--match-modules bn_conv``, EDC's
+default — every Conv3d (channel and patch statistics), CE + class-wise and global statistics matching,
+backward to the clips, Adam) on random clips with untrained networks (timing and memory do not depend
+on the weights). Two configurations:
 
 * ``minic3d`` alone (EDC's default),
 * ``minic3d`` + ``i3d_r18`` + ``slowonly_r18`` in rotation (Table 7's largest ensemble),
@@ -34,7 +35,8 @@ import torch
 from vdc.accel import Accel
 from vdc.data import clips as C
 from vdc.condense.edc import StatMatcher, StepSettings, edc_step
-from vdc.condense.edc_stats import EDCStats, LayerStats, bn_layers
+from vdc.formats.stats import (MATCH, ConvStats, EDCStats, LayerStats, channel_moments, hooked_modules,
+                               patch_moments)
 from vdc.models import create_model
 from vdc.utils import get_device, write_json
 
@@ -54,16 +56,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="precisions to measure (bf16: autocast + channels_last_3d, as on CUDA by default)")
+    p.add_argument("--match-modules", choices=MATCH, default="bn_conv",
+                   help="matched module inputs: BatchNorm3d only, or BatchNorm3d and Conv3d (EDC's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the figures here")
 
 
-def _stats_from(net, k: int) -> EDCStats:
-    """Class targets equal to the running statistics (shapes are what matter for timing)."""
-    layers = {n: LayerStats(class_mean=np.tile(m.running_mean.cpu().numpy(), (k, 1)),
-                            class_var=np.tile(m.running_var.cpu().numpy(), (k, 1)), counts=np.ones(k, np.int64),
-                            running_mean=m.running_mean.cpu().numpy(), running_var=m.running_var.cpu().numpy())
-              for n, m in bn_layers(net)}
+def _stats_from(net, k: int, x: torch.Tensor) -> EDCStats:
+    """Targets of the right shapes (what matters for timing): BatchNorm class targets equal to the running
+    statistics; convolution targets = the statistics of one forward of ``x`` [B, 3, T, S, S]."""
+    seen = {}
+    mods = hooked_modules(net, "bn_conv")
+    hs = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, i[0].detach().float()))
+          for n, m, kind in mods if kind == "conv"]
+    with torch.no_grad():
+        net(x)
+    for h in hs:
+        h.remove()
+    layers = {}
+    for n, m, kind in mods:
+        if kind == "bn":
+            layers[n] = LayerStats(class_mean=np.tile(m.running_mean.cpu().numpy(), (k, 1)),
+                                   class_var=np.tile(m.running_var.cpu().numpy(), (k, 1)), counts=np.ones(k, np.int64),
+                                   running_mean=m.running_mean.cpu().numpy(), running_var=m.running_var.cpu().numpy())
+            continue
+        mean, var = (a.cpu().numpy() for a in channel_moments(seen[n], per_sample=False))
+        pm, pv, grid = patch_moments(seen[n], per_sample=False)
+        pm, pv = pm.cpu().numpy(), pv.cpu().numpy()
+        layers[n] = ConvStats(class_mean=np.tile(mean, (k, 1)), class_var=np.tile(var, (k, 1)), counts=np.ones(k, np.int64),
+                              mean=mean, var=var, class_patch_mean=np.tile(pm, (k, 1)), class_patch_var=np.tile(pv, (k, 1)),
+                              patch_mean=pm, patch_var=pv, grid=np.asarray(grid))
     return EDCStats(layers=layers, attrs={"num_clips": k})
 
 
@@ -86,7 +108,7 @@ class _SavedBytes:
 
 
 def measure_step(arch: str, width: float, classes: int, size: int, frames: int, t_c: int, batch: int, accel: Accel,
-                 iters: int = 5, warmup: int = 2, seed: int = 0) -> dict:
+                 iters: int = 5, warmup: int = 2, seed: int = 0, match: str = "bn_conv") -> dict:
     """One EDC iteration of ``batch`` synthetic videos on network ``arch``: {seconds (median), peak_bytes
     (CUDA: max allocated during the steps, everything included; CPU: saved-for-backward bytes),
     saved_bytes, params}."""
@@ -95,8 +117,9 @@ def measure_step(arch: str, width: float, classes: int, size: int, frames: int, 
     net = accel.prepare(create_model(arch, classes, width=width).to(device).eval())
     for p in net.parameters():
         p.requires_grad_(False)
-    matcher = StatMatcher(net, _stats_from(net, classes), 10.0, 0.8, True)
     g = torch.Generator().manual_seed(0)
+    probe = C.normalize(torch.rand(2, 3, frames, size, size, generator=g)).to(device)
+    matcher = StatMatcher(net, _stats_from(net, classes, probe), 10.0, 0.8, True, match)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -104,11 +127,10 @@ def measure_step(arch: str, width: float, classes: int, size: int, frames: int, 
     y = (torch.arange(batch) % classes).to(device)
     opt = torch.optim.Adam([x], lr=0.05, betas=(0.5, 0.9))
     cfg = StepSettings(t_c=t_c, clip_len=frames, sampling="sliding", interpolation="none", size=size, scale=(0.5, 1.0),
-                       r_bn=0.01, device=device)
+                       r_bn=0.01, device=device, accel=accel)
 
     def step():
-        with accel.autocast():
-            edc_step(x, y, net, matcher, opt, 0.05, cfg, g)
+        edc_step(x, y, net, matcher, opt, 0.05, cfg, g)
 
     def sync():
         if device.type == "cuda":
@@ -142,7 +164,8 @@ def bench(a: argparse.Namespace, device) -> dict:
             rows = []
             for i, arch in enumerate(archs):
                 width = a.width if arch.startswith("minic3d") else a.resnet_width
-                r = measure_step(arch, width, a.classes, a.size, a.frames, t_c, a.batch, accel, a.iters, a.warmup, seed=i)
+                r = measure_step(arch, width, a.classes, a.size, a.frames, t_c, a.batch, accel, a.iters, a.warmup, seed=i,
+                                 match=a.match_modules)
                 rows.append({"network": arch, "s_per_iter": r["seconds"], "peak_bytes": r["peak_bytes"],
                              "saved_for_backward_mib": r["saved_bytes"] / 2**20, "params": r["params"]})
                 if device.type == "cuda":
@@ -159,7 +182,7 @@ def main(a: argparse.Namespace) -> int:
     device = get_device(a.device)
     t_c = a.t_c or 2 * a.frames
     print(f"EDC iteration, batch {a.batch}, T_c {t_c} -> clip {a.frames} x {a.size}^2, {a.classes} classes, "
-          f"device {device}, MiniC3D width {a.width}, ResNet width {a.resnet_width}")
+          f"device {device}, MiniC3D width {a.width}, ResNet width {a.resnet_width}, matching {a.match_modules}")
     out = bench(a, device)
     mem = "CUDA peak" if device.type == "cuda" else "saved for backward"
     for variant, res in out["variants"].items():
