@@ -72,9 +72,44 @@ def test_r2plus1d_full_width_layers():
     assert m.layer1[0].conv1.conv_t.stride == (1, 1, 1)
     for stage in (m.layer2, m.layer3, m.layer4):
         assert stage[0].conv1.conv_t.stride == (2, 1, 1)
+    # BatchNorm eps 1e-3 (the config's norm_cfg) except inside each (2+1)D conv: mmaction2's Conv2plus1d
+    # builds that BN from its own default norm_cfg (BN3d, eps 1e-5)
+    inner = {id(c.bn_s) for c in m.modules() if isinstance(c, Conv2Plus1d)}
     bns = [x for x in m.modules() if isinstance(x, nn.BatchNorm3d)]
-    assert bns and all(bn.eps == 1e-3 for bn in bns)
+    assert bns and all(bn.eps == (1e-5 if id(bn) in inner else 1e-3) for bn in bns) and len(inner) == 20
     assert m.fc.in_features == 512 and m.num_features == 512 and m.fc.out_features == 101
+
+
+def test_r2plus1d_shortcut_is_factorised():
+    """mmaction2 builds the downsample with the block's conv_cfg: under R(2+1)D a (2+1)D 1x1x1
+    convolution (spatial stride in the first, temporal stride in the second) -> BN."""
+    m = create_model("r2plus1d_r18", 101)
+    for layer, cin, cout, mid in ((m.layer2, 64, 128, 54), (m.layer3, 128, 256, 109), (m.layer4, 256, 512, 219)):
+        conv, bn = layer[0].downsample
+        assert isinstance(conv, Conv2Plus1d) and isinstance(bn, nn.BatchNorm3d) and bn.eps == 1e-3
+        # M = floor(3 Cin Cout / (Cin + 3 Cout)): 64 -> 128: floor(24576 / 448) = 54
+        assert conv.mid_channels == mid == mid_channels(cin, cout, 1)
+        assert conv.conv_s.kernel_size == (1, 1, 1) and conv.conv_s.stride == (1, 2, 2)
+        assert conv.conv_t.kernel_size == (1, 1, 1) and conv.conv_t.stride == (2, 1, 1)
+        assert conv.conv_s.bias is None and conv.conv_t.bias is None
+    assert m.layer1[0].downsample is None
+    # I3D and SlowOnly keep a plain 1x1x1 Conv3d shortcut (their conv_cfg is Conv3d)
+    for arch in ("i3d_r18", "slowonly_r18"):
+        conv = create_model(arch, 101).layer2[0].downsample[0]
+        assert isinstance(conv, nn.Conv3d) and conv.kernel_size == (1, 1, 1) and conv.stride == (1, 2, 2)
+
+
+def test_r2plus1d_parameter_count():
+    """33,279,558 parameters for K = 101, from the definition: a (2+1)D conv (Cin -> Cout, kernel
+    (kt, k, k)) has Cin·M·k² + 2M + M·Cout·kt parameters (bias-free convs, BN(M)), a BN 2C:
+    stem 3 -> 64 (3,7,7), M 83: 28,303 + BN 128; eight basic blocks of two 3x3x3 (2+1)D convs + BN
+    each; shortcuts 64 -> 128 (M 54): 10,476, 128 -> 256 (M 109): 42,074, 256 -> 512 (M 219):
+    168,630, + BN 256, 512, 1024; backbone 33,227,745; fc 512·101 + 101 = 51,813."""
+    m = create_model("r2plus1d_r18", 101)
+    assert nparams(m) == 33_279_558
+    assert nparams(m.fc) == 51_813
+    assert sum(nparams(layer[0].downsample) for layer in (m.layer2, m.layer3, m.layer4)) == 222_972
+    assert nparams(m.conv1) == 3 * 83 * 49 + 2 * 83 + 83 * 64 * 3
 
 
 def _temporal_kernels(m):

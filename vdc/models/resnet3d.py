@@ -12,14 +12,22 @@ as in mmaction2's ``ResNet3d`` / ``ResNet2Plus1d``, which the study's reference 
 A BasicBlock is ``conv(3x3) -> BN -> ReLU -> conv(3x3) -> BN, + shortcut, -> ReLU``. When the block is
 *inflated* both its convolutions have temporal kernel 3 (3x3x3, padding (1,1,1)); otherwise they are
 (1,3,3). The block's first convolution carries the stride (temporal, spatial, spatial). The shortcut is
-the identity, or Conv3d 1x1x1 with the block's stride -> BN when the shape changes.
+the identity, or, when the shape changes, a 1x1x1 convolution *of the block's conv type* with the
+block's stride -> BN: mmaction2 ``ResNet3d.make_res_layer`` builds the downsample as
+``ConvModule(inplanes, planes, kernel_size=1, stride=(ts, ss, ss), conv_cfg=conv_cfg, norm_cfg=norm_cfg,
+act_cfg=None)`` (Video-DC's copy: ``mmaction2/mmaction/models/backbones/resnet3d.py`` 596-606), so under
+R(2+1)D's ``conv_cfg=dict(type='Conv2plus1d')`` it is a factorised 1x1x1 convolution.
 
-R(2+1)D factorises every k_t x k x k convolution (stem included, 1x1x1 shortcuts excluded) into
+R(2+1)D factorises every k_t x k x k convolution (stem, blocks and shortcuts) into
 
     Conv3d(Cin, M, (1,k,k), stride (1,s,s)) -> BN(M) -> ReLU -> Conv3d(M, Cout, (k_t,1,1), stride (s_t,1,1))
 
-with M = floor(3 * Cin * Cout * k^2 / (Cin * k^2 + 3 * Cout)) mid-channels (mmaction2's Conv2plus1d; the
-factor 3 is literal, so the stem's (3,7,7) conv from 3 to 64 channels has M = 83).
+with M = floor(3 * Cin * Cout * k^2 / (Cin * k^2 + 3 * Cout)) mid-channels (mmaction2's Conv2plus1d,
+``mmaction/models/common/conv2plus1d.py`` 73-94; the factor 3 is literal, so the stem's (3,7,7) conv
+from 3 to 64 channels has M = 83 and a 1x1x1 shortcut from 64 to 128 channels M = 54). The inner BN(M)
+has PyTorch's default eps 1e-5 whatever the network's: Conv2plus1d builds it from its own
+``norm_cfg=dict(type='BN3d')`` (line 46, 86), because mmcv's ``ConvModule`` passes no ``norm_cfg`` to
+the convolution it builds; the network's eps (1e-3 for R(2+1)D) applies to every other BatchNorm.
 
 Weights keep PyTorch's default initialisation (the evaluation protocol trains students from it).
 """
@@ -44,9 +52,10 @@ def mid_channels(cin: int, cout: int, kernel) -> int:
 
 
 class Conv2Plus1d(nn.Module):
-    """A (k_t, k, k) convolution factorised into a spatial (1, k, k) and a temporal (k_t, 1, 1) one."""
+    """A (k_t, k, k) convolution factorised into a spatial (1, k, k) and a temporal (k_t, 1, 1) one, with
+    BN(M, eps ``eps``) -> ReLU between them (mmaction2 ``Conv2plus1d``; eps 1e-5, see the module docstring)."""
 
-    def __init__(self, cin: int, cout: int, kernel, stride, padding, eps: float):
+    def __init__(self, cin: int, cout: int, kernel, stride, padding, eps: float = 1e-5):
         super().__init__()
         kt, kh, kw = _triple(kernel)
         st, sh, sw = _triple(stride)
@@ -61,10 +70,10 @@ class Conv2Plus1d(nn.Module):
         return self.conv_t(self.relu(self.bn_s(self.conv_s(x))))
 
 
-def make_conv(cin: int, cout: int, kernel, stride, padding, conv: str, eps: float) -> nn.Module:
+def make_conv(cin: int, cout: int, kernel, stride, padding, conv: str) -> nn.Module:
     """A bias-free convolution, plain 3-D (``conv="3d"``) or factorised (``conv="2plus1d"``)."""
     if conv == "2plus1d":
-        return Conv2Plus1d(cin, cout, kernel, stride, padding, eps)
+        return Conv2Plus1d(cin, cout, kernel, stride, padding)
     if conv == "3d":
         return nn.Conv3d(cin, cout, kernel, stride, padding, bias=False)
     raise ValueError(f"unknown conv type '{conv}' (3d, 2plus1d)")
@@ -77,14 +86,14 @@ class BasicBlock(nn.Module):
         super().__init__()
         kernel, padding = ((3, 3, 3), (1, 1, 1)) if inflate else ((1, 3, 3), (0, 1, 1))
         stride = _triple(stride)
-        self.conv1 = make_conv(cin, cout, kernel, stride, padding, conv, eps)
+        self.conv1 = make_conv(cin, cout, kernel, stride, padding, conv)
         self.bn1 = nn.BatchNorm3d(cout, eps=eps)
-        self.conv2 = make_conv(cout, cout, kernel, 1, padding, conv, eps)
+        self.conv2 = make_conv(cout, cout, kernel, 1, padding, conv)
         self.bn2 = nn.BatchNorm3d(cout, eps=eps)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != (1, 1, 1) or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False), nn.BatchNorm3d(cout, eps=eps))
+            self.downsample = nn.Sequential(make_conv(cin, cout, 1, stride, 0, conv), nn.BatchNorm3d(cout, eps=eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -100,13 +109,13 @@ class ResNet3d18(nn.Module):
         num_classes: K.
         width: multiplies every channel count (64, 128, 256, 512 at 1.0).
         dropout: dropout before the classifier.
-        conv: "3d" or "2plus1d" (every convolution but the shortcuts).
+        conv: "3d" or "2plus1d" (every convolution, shortcuts included).
         stem_kernel, stem_stride: conv1's kernel and stride, e.g. (5,7,7), (2,2,2).
         pool1_stride_t: temporal stride of the stem's max-pool.
         pool2: add a MaxPool3d (2,1,1) stride (2,1,1) after layer1.
         inflate: per stage, per block, 1 = 3x3x3 convolutions, 0 = (1,3,3).
         spatial_strides, temporal_strides: per stage, applied by the first block's first convolution.
-        bn_eps: BatchNorm epsilon (everywhere).
+        bn_eps: BatchNorm epsilon (everywhere but inside a (2+1)D convolution, which keeps 1e-5).
     """
 
     def __init__(self, num_classes: int, width: float = 1.0, dropout: float = 0.5, *, conv: str = "3d",
@@ -116,7 +125,7 @@ class ResNet3d18(nn.Module):
         super().__init__()
         chans = [scaled(c, width) for c in (64, 128, 256, 512)]
         stem_padding = tuple((k - 1) // 2 for k in stem_kernel)
-        self.conv1 = make_conv(3, chans[0], stem_kernel, stem_stride, stem_padding, conv, bn_eps)
+        self.conv1 = make_conv(3, chans[0], stem_kernel, stem_stride, stem_padding, conv)
         self.bn1 = nn.BatchNorm3d(chans[0], eps=bn_eps)
         self.relu = nn.ReLU(inplace=True)
         self.pool1 = nn.MaxPool3d((1, 3, 3), stride=(pool1_stride_t, 2, 2), padding=(0, 1, 1))
