@@ -10,10 +10,22 @@ Selection, per class with features f_1..f_n and mean mu = (1/n) sum_i f_i, greed
 
 i.e. the video whose feature, added to those already chosen, brings their mean closest to the class
 mean (the classic herding rule; ``criterion: argmin``, the default). DeepCore — whose output the
-paper's Herding row used — takes the argmax of the same distance instead (``criterion: argmax``).
+paper's Herding rows used — takes the argmax of the same distance (``criterion: argmax``; PatrickZH/DeepCore
+``deepcore/methods/herding.py`` ``herding()``: ``dist = metric((i + 1) * mu - sum(matrix[select_result]),
+matrix[~select_result])``, ``p = torch.argmax(dist)``). The built-in variant ``herding_argmax``
+(``base: herding, criterion: argmax``, schema ``methods.herding_argmax``) runs it next to the classic
+row in one study.
 
-Each selected video contributes its centre window of T_c frames at the real clip interval (uint8,
-storage size). A class with fewer than IPC training videos contributes all of them (with a warning).
+What is stored (``store``): the paper's Herding rows came from the authors' DeepCore run
+(Video-DC ``config/cross/herd-ucf.yaml`` 4: ``SYN_PATH: .../DeepCore/result/ucf101_Herding_ipc1``), read
+by the same loader as every baseline (``dataset.py`` 41-87 ``Syn_Video``: 8 frames per clip, the files
+``synthesize/main.py`` 51-62 writes at 112^2). That fork is not public; DeepCore selects on its
+un-augmented dataset transform. ``crop`` (default): the view the features were computed from — the
+centre window of T_c frames at the real clip interval, centre-cropped to ``input_size`` — uint8
+[T_c, S, S, 3], the input-size clip of the reference's baselines (the Random and RDED sets are their
+112^2 crops). ``frame``: the whole stored frames of the centre window, uint8 [T_c, H, W, 3]. No
+randomness either way. A class with fewer than IPC training videos contributes all of them (with a
+warning).
 """
 from __future__ import annotations
 
@@ -22,7 +34,7 @@ import torch
 
 from vdc.condense import register_method
 from vdc.condense.base import Context
-from vdc.condense.select import class_pool, window_indices
+from vdc.condense.select import class_pool, to_uint8, window_indices
 from vdc.condensed import CondensedSet
 from vdc.data.clips import center_crop, center_frame_indices, normalize
 from vdc.data.frames import VideoBank
@@ -78,6 +90,8 @@ def condense(ctx: Context) -> CondensedSet:
     videos = np.concatenate(videos).astype(np.int64)
     idx = window_indices(ctx.frames.lengths[videos], ctx.temporal.t_c, interval, "centre")
     pos = torch.as_tensor([bank_pos[int(v)] for v in videos], dtype=torch.long, device=bank.lengths.device)
-    clips = bank.gather(pos, torch.as_tensor(idx, device=bank.lengths.device)).cpu().numpy()
+    raw = bank.gather(pos, torch.as_tensor(idx, device=bank.lengths.device))
+    store = ctx.settings["store"]
+    clips = to_uint8(center_crop(raw, ctx.input_size)) if store == "crop" else raw.cpu().numpy()
     return CondensedSet(clips=clips, labels=ctx.frames.labels[videos], source_video=videos, source_frames=idx,
-                        attrs={"criterion": criterion, "feature_arch": ctx.stage["teacher_arch"]})
+                        attrs={"criterion": criterion, "store": store, "feature_arch": ctx.stage["teacher_arch"]})

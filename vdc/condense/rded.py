@@ -4,8 +4,14 @@ Per class c:
 
 1. draw ``mipc`` random training videos (``ctx.rng``, without replacement; 70 UCF101/HMDB51, 100 K400);
 2. from each take ``clips_per_video`` (m) evenly spaced windows of T_c frames at the real clip interval
-   (``clips.evenly_spaced_starts``), each with its own random resized crop (area ``scale``, ratio
-   3/4..4/3) + horizontal flip (p = 0.5), the same for all its frames, resized to ``input_size``;
+   (Video-DC ``dataset.py`` 149-158: starts ``np.linspace(1, L - (T_c - 1) iv, m, dtype=int)``, 1-based;
+   vdc/condense/select.py ``spaced_windows``), each with its own random resized crop (area ``scale``,
+   ratio 3/4..4/3) + the dataset's horizontal flip (``datasets.<name>.hflip``), the same for all its
+   frames, resized to ``input_size``. Flip ``off``: never; ``on``: p = 0.5; ``map``: as ``on`` except
+   for classes with a mirrored partner, whose candidates are never flipped — a flipped clip of such a
+   class is a clip of the partner class, so it could neither be scored as nor stand for its video's
+   class (``select.stored_flips``; the draws are made all the same, so the other candidates' crops do
+   not depend on the mode);
 3. score every candidate by the teacher's cross-entropy on its true class,
    ``loss = CE(teacher(normalize(view)), c)`` (lower = more realistic), in batches of ``batch`` on the
    device. The view is the clip as the evaluation will present it: T_c <= clip_len or naive
@@ -18,10 +24,14 @@ What is stored: the chosen **crop** — exactly the view the teacher scored, res
 as uint8 [T_c, input_size, input_size, 3], like image RDED whose selected patch becomes the image.
 ``source_video`` / ``source_frames`` point at the window it came from.
 
-``factor`` > 1 (image RDED's mosaic; the study uses 1): per class the IPC * factor^2 lowest-loss
-video-best crops are each downsampled to input_size / factor and stitched, in ranking order, into a
-factor x factor grid of tubes (spatial concatenation only, as the paper does); such clips have no
-single source (``source_video`` = -1). ``input_size`` must be divisible by ``factor``.
+``factor`` > 1 (image RDED's mosaic; the study uses 1, and Video-DC's ``synthesize/main.py`` 46 leaves
+``mix_images`` out): per class the n·f² lowest-loss video-best crops (n = IPC, f = factor) are each
+downsampled to input_size / f (area averaging; RDED's ``F.interpolate`` default is nearest) and
+stitched into f x f grids of tubes (spatial concatenation only, as the paper does) **interleaved** as
+RDED's ``mix_images`` fills them (LINs-lab/RDED ``synthesize/utils.py`` 139-166: cell k, row-major, of
+all n images takes ``input_img[k*n:(k+1)*n]``): cell k of mosaic j holds the crop of rank k·n + j, so
+each mosaic mixes best and worse crops. Such clips have no single source (``source_video`` = -1).
+``input_size`` must be divisible by ``factor``.
 
 Short classes: with fewer than ``mipc`` training videos all are used; with fewer than IPC videos
 (factor 1) the class contributes one clip per video, i.e. fewer than IPC clips — repeating a video
@@ -36,22 +46,10 @@ import torch.nn.functional as F
 
 from vdc.condense import register_method
 from vdc.condense.base import Context
-from vdc.condense.select import class_pool
+from vdc.condense.select import class_pool, spaced_windows, stored_flips, to_uint8
 from vdc.condensed import CondensedSet
 from vdc.config import Temporal
-from vdc.data.clips import crop_resize, evenly_spaced_starts, interpolate_time, normalize, sample_resized_crop_boxes
-
-
-def candidate_windows(lengths: np.ndarray, t_c: int, interval: int, m: int) -> np.ndarray:
-    """Frame indices [len(lengths), m, t_c]: m evenly spaced windows of t_c frames at ``interval``
-    (floor(L / t_c) for videos shorter than t_c * interval; shorter than t_c frames loop)."""
-    out = np.zeros((len(lengths), m, t_c), np.int64)
-    for i, length in enumerate(np.asarray(lengths, np.int64)):
-        iv = interval if length >= t_c * interval else max(length // t_c, 1)
-        span = (t_c - 1) * iv + 1
-        starts = np.asarray(evenly_spaced_starts(int(length), span, m), np.int64)
-        out[i] = (starts[:, None] + iv * np.arange(t_c)) % max(int(length), 1)
-    return out
+from vdc.data.clips import HFlip, crop_resize, interpolate_time, normalize, sample_resized_crop_boxes
 
 
 def clip_loss(model: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor, temporal: Temporal,
@@ -67,9 +65,12 @@ def clip_loss(model: torch.nn.Module, views: torch.Tensor, labels: torch.Tensor,
     return torch.stack(losses).mean(0)
 
 
-def to_uint8(views: torch.Tensor) -> np.ndarray:
-    """float [B, 3, T, S, S] in [0, 1] -> uint8 [B, T, S, S, 3]."""
-    return (views.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+def mosaic_order(ranked: np.ndarray, n: int, per_clip: int) -> np.ndarray:
+    """The candidates of ``n`` mosaics of ``per_clip`` = f² cells each, mosaic by mosaic, cell by cell
+    (row-major): cell k of mosaic j is ``ranked[k * n + j]`` (RDED's ``mix_images``), ``ranked`` being
+    the class's n·f² crops in ranking order. Returns ``ranked`` reordered, length n·f²."""
+    k, j = np.meshgrid(np.arange(per_clip), np.arange(n))      # [n, f²]: row j = mosaic j, column k = cell k
+    return ranked[(k * n + j).ravel()]
 
 
 def mosaic(tiles: torch.Tensor, factor: int) -> torch.Tensor:
@@ -98,13 +99,14 @@ def condense(ctx: Context) -> CondensedSet:
     videos = np.concatenate([ctx.rng.choice(pool, size=min(mipc, len(pool)), replace=False)
                              for pool in (class_pool(ctx, c, mipc, "mipc") for c in range(ctx.num_classes))])
     videos = videos.astype(np.int64)
-    windows = candidate_windows(ctx.frames.lengths[videos], t.t_c, interval, m)      # [V, m, T_c]
+    windows = spaced_windows(ctx.frames.lengths[videos], t.t_c, interval, m)         # [V, m, T_c]
     cand_video = np.repeat(videos, m)                                                # [V*m]
     cand_idx = windows.reshape(-1, t.t_c)
     cand_label = ctx.frames.labels[cand_video]
     h, w = ctx.frames.frame_shape[:2]
     boxes = sample_resized_crop_boxes(len(cand_video), h, w, scale, generator=ctx.generator)
-    flips = torch.rand(len(cand_video), generator=ctx.generator) < 0.5
+    hflip = HFlip.of(ctx.dataset, ctx.frames.classes)
+    flips = stored_flips(hflip, torch.as_tensor(cand_label), ctx.generator)
 
     dev = bank.lengths.device
     pos = torch.as_tensor([bank_pos[int(v)] for v in cand_video], dtype=torch.long, device=dev)
@@ -141,14 +143,16 @@ def condense(ctx: Context) -> CondensedSet:
             if len(ranked) < n_out * per_clip:
                 ctx.log.warning("rded: class %d has %d candidate videos for %d mosaics of %d tiles: tiles repeat",
                                 c, len(ranked), n_out, per_clip)
-            chosen_per_class.append(ranked[np.arange(n_out * per_clip) % max(len(ranked), 1)])
+            cycled = ranked[np.arange(n_out * per_clip) % max(len(ranked), 1)]
+            chosen_per_class.append(mosaic_order(cycled, n_out, per_clip))
     chosen = np.concatenate(chosen_per_class).astype(np.int64)   # indices into `videos`
     sel = torch.as_tensor(best_cand[chosen], dtype=torch.long)
     with torch.inference_mode():
         crops = views(sel) if len(sel) else torch.zeros(0, 3, t.t_c, size, size)
     attrs = {"chosen_mean_loss": float(best_loss[chosen].mean()) if len(chosen) else float("nan"),
              "candidate_mean_loss": float(loss.mean()) if loss.size else float("nan"),
-             "candidates": int(loss.size), "observer_arch": ctx.stage["teacher_arch"], "stored": "crop"}
+             "candidates": int(loss.size), "observer_arch": ctx.stage["teacher_arch"], "stored": "crop",
+             "hflip": hflip.mode}
     if factor == 1:
         return CondensedSet(clips=to_uint8(crops), labels=ctx.frames.labels[videos[chosen]],
                             source_video=videos[chosen], source_frames=cand_idx[best_cand[chosen]], attrs=attrs)
