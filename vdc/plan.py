@@ -33,7 +33,9 @@
    ============  ==========================================================================================
 
    Every job also pays ``startup`` (interpreter, imports, device init) and ``load`` (its frames
-   bank: train split, test split or both, uint8, at the measured bytes/s).
+   bank: train split, test split or both, uint8, at the measured bytes/s) — or, for a split larger than
+   the bank limit (``bank_gb``, else 90 % of the bench file's device memory), one HDF5 clip read per clip
+   it draws (``clip_read``), as the streamed bank does.
 3. **Per-step costs** come from a bench file (``python -m vdc.bench costs --configfile ... --out FILE``
    measures exactly the operations a config needs, on the current device). An entry is keyed by
    op, arch, width, frames and size (+ syn_steps / batch_syn / memory mode for datm);
@@ -240,8 +242,10 @@ class JobOps:
     rule: str
     wildcards: dict
     ops: list[Op] = field(default_factory=list)
-    load_bytes: float = 0.0         # frames read into the device bank(s)
-    resident_bytes: float = 0.0     # data held on the device for the whole job
+    banks: list = field(default_factory=list)  # (bytes, clips read) of each frames split the job loads
+    bank_limit: float | None = None  # datasets.<name>.bank_gb in bytes: a larger split is streamed
+    load_bytes: float = 0.0         # other data read into device memory
+    resident_bytes: float = 0.0     # data held on the device for the whole job (besides the banks)
     param_bytes: float = 0.0        # parameters of the networks on the device (float32)
     runs: bool = True               # a process is started (False for target rules such as all)
 
@@ -300,6 +304,7 @@ def job_ops(job: Job, cfg: dict, facts: dict) -> JobOps:
     clip_len, size = ds["clip_len"], ds["input_size"]
     test_clip_bytes = f["test"] * 3 * clip_len * size * size
     K, N, M = f["classes"], f["train"], f["test"]
+    out.bank_limit = ds["bank_gb"] * 1e9 if ds.get("bank_gb") is not None else None
     if stage == "extract":
         threads = 4  # the extract rule's threads (workflow/rules/data.smk)
         out.ops.append(Op("extract_video", {"source_frames": f["source_frames"] or f["frames"]}, (N + M) / threads))
@@ -314,8 +319,8 @@ def job_ops(job: Job, cfg: dict, facts: dict) -> JobOps:
         out.ops += _steps("train", N, t["batch"], key, t["epochs"])
         tests = t["epochs"] // t["eval_every"] + (1 if t["epochs"] % t["eval_every"] else 0)
         out.ops += _passes(M, 2 * t["batch"], key, tests)
-        out.load_bytes = train_bytes + test_bytes
-        out.resident_bytes = train_bytes + test_clip_bytes
+        out.banks = [(train_bytes, N * t["epochs"]), (test_bytes, M)]
+        out.resident_bytes = test_clip_bytes
         out.param_bytes = 4 * _params(arch, key["width"], K)
     elif stage == "experts":
         ex, arch = s["experts"], s["arch"]
@@ -323,13 +328,13 @@ def job_ops(job: Job, cfg: dict, facts: dict) -> JobOps:
         n_exp = 1 if "expert" in wc else ex["num_experts"]  # one job per expert, or all in one job
         out.ops += _steps("train", N, ex["batch"], key, ex["epochs"] * n_exp)
         out.ops += _passes(M, 64, key, n_exp)
-        out.load_bytes = out.resident_bytes = train_bytes + test_bytes
+        out.banks = [(train_bytes, N * ex["epochs"] * n_exp), (test_bytes, M * n_exp)]
         out.param_bytes = 4 * _params(arch, key["width"], K)
     elif stage == "stats":
         arch = s["arch"]
         key = _net({arch: s["model"]}, arch, clip_len, size)
         out.ops += _passes(N, 64, key)
-        out.load_bytes = out.resident_bytes = train_bytes
+        out.banks = [(train_bytes, N)]
         out.param_bytes = 4 * _params(arch, key["width"], K)
     elif stage == "condense":
         _condense_ops(out, cfg, dataset, s, f, ds, train_bytes, frame_bytes)
@@ -346,8 +351,12 @@ def _condense_ops(out: JobOps, cfg: dict, dataset: str, s: dict, f: dict, ds: di
     t_c = int(ms["temporal"].split("-")[0][2:])
     teacher = s["teacher_arch"]
     tkey = _net(s["models"], teacher, clip_len, size) if teacher in s["models"] else None
-    if base in ("herding", "rded", "full", "datm"):
-        out.load_bytes = out.resident_bytes = train_bytes
+    if base in ("herding", "full"):  # the train split, and the clips read from it when it is streamed
+        out.banks = [(train_bytes, N)]
+    elif base == "rded":
+        out.banks = [(train_bytes, K * min(ms["mipc"], per_class))]
+    elif base == "datm":
+        out.banks = [(train_bytes, K * min(ms["init_candidates"], per_class))]
     if base == "herding":
         out.ops += _passes(N, ms["batch"], tkey)
         out.param_bytes = 4 * _params(teacher, tkey["width"], K)
@@ -404,14 +413,15 @@ def _evaluate_ops(out: JobOps, cfg: dict, dataset: str, wc: dict, f: dict, ds: d
     if ev["test_every"]:
         tested |= {e for e in range(ev["epochs"]) if (e + 1) % ev["test_every"] == 0}
     out.ops += _passes(M, ev["test_batch"], key, len(tested))
-    out.load_bytes = test_bytes
+    out.banks = [(test_bytes, M)]
     out.resident_bytes = test_clip_bytes + n_c * clip_len * f["storage"][0] * f["storage"][1] * 3
     out.param_bytes += 4 * _params(arch, key["width"], K)
 
 
 # ============================================================================ per-step costs
 
-SCALAR_OPS = ("startup", "load", "extract_video", "toy_video")
+SCALAR_OPS = ("startup", "load", "extract_video", "toy_video", "clip_read")
+CLIP_READ_S = 1.2e-4  # one random clip from a frames HDF5, warm (machine.md: 0.09-0.13 ms), when unmeasured
 
 
 class Costs:
@@ -428,6 +438,8 @@ class Costs:
         for e in data["entries"]:
             self._by_key[self._group(e)].append(e)
         self.scalars = {e["op"]: e for e in data["entries"] if e["op"] in SCALAR_OPS}
+        self.device_memory = data.get("device_memory_bytes")  # the bank limit when a dataset sets no bank_gb
+        self.clip_read_s = float(self.scalars.get("clip_read", {}).get("seconds", CLIP_READ_S))
         self.missing: set = set()
 
     @classmethod
@@ -526,10 +538,19 @@ def estimate_job(j: JobOps, costs: Costs) -> JobEstimate:
     startup = costs.scalar("startup", "seconds")
     complete = startup is not None
     secs = startup or 0.0
-    if j.load_bytes:
+    # a split larger than the bank limit (bank_gb, else 90 % of the device's memory) is streamed from the
+    # file: no upfront load, one HDF5 read per clip instead (vdc.data.frames.load_bank)
+    limit = j.bank_limit if j.bank_limit is not None else (0.9 * costs.device_memory if costs.device_memory else math.inf)
+    resident, load = j.resident_bytes, j.load_bytes
+    for nbytes, clips in j.banks:
+        if nbytes <= limit:
+            load, resident = load + nbytes, resident + nbytes
+        else:
+            secs += clips * costs.clip_read_s
+    if load:
         rate = costs.scalar("load", "bytes_per_s")
         complete &= rate is not None
-        secs += j.load_bytes / rate if rate else 0.0
+        secs += load / rate if rate else 0.0
     step_peak = 0.0
     for op in j.ops:
         got = costs.lookup(op.op, op.key)
@@ -539,7 +560,7 @@ def estimate_job(j: JobOps, costs: Costs) -> JobEstimate:
         t, m = got
         secs += op.count * t
         step_peak = max(step_peak, m or 0.0)
-    peak = 0.0 if host else j.resident_bytes + j.param_bytes + step_peak
+    peak = 0.0 if host else resident + j.param_bytes + step_peak
     return JobEstimate(j.rule, j.wildcards, secs, peak, host, complete)
 
 

@@ -94,4 +94,5 @@ def _entries() -> list[dict]:
 def anchors_costs() -> dict:
     """The built-in bench file (format vdc-costs-1)."""
     return copy.deepcopy({"format": "vdc-costs-1", "device": "cuda (NVIDIA H200)", "source": SOURCE,
+                          "device_memory_bytes": 143771 * 2 ** 20,  # the H200's 143,771 MiB (KINDS.md's nvidia-smi)
                           "entries": _entries()})

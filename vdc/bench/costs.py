@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import subprocess
@@ -302,7 +303,9 @@ def main(a: argparse.Namespace) -> int:
     accel = Accel.from_settings({"performance": ops["performance"]}, device)
     if device.type == "cuda" and not ops["deterministic"]:
         torch.backends.cudnn.benchmark = True
-    out = {"format": "vdc-costs-1", "device": device_name(device), "torch": torch.__version__,
+    memory = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+              else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    out = {"format": "vdc-costs-1", "device": device_name(device), "torch": torch.__version__, "device_memory_bytes": memory,
            "created": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
            "source": f"python -m vdc.bench costs for {' | '.join(' + '.join(s) for s in ops['studies'])} "
                      f"({accel.describe()})", "studies": ops["studies"], "entries": []}
