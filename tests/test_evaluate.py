@@ -292,3 +292,19 @@ def test_loop_adamw_matches_torch_adamw_and_never_imports_dynamo():
             "o = loop.AdamW(loop.decay_groups(m, 0.01), lr=0.1); m(torch.ones(1, 2)).sum().backward(); o.step(); "
             "assert 'torch._dynamo' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_soft_labels_share_one_crop_and_flip_per_batch_as_the_reference():
+    """Video-DC val.py augments the soft-label batch tensor with torchvision transforms: one crop and one
+    flip for the whole batch. Hard / Multi-SL (and soft_augment: clip) draw one per clip."""
+    rng = np.random.default_rng(0)
+    cs = CondensedSet(clips=rng.integers(0, 255, (6, 8, 20, 20, 3), dtype=np.uint8), labels=np.arange(6) % 3,
+                      attrs={"t_c": 8, "sampling": "naive", "interpolation": "none"})
+    ds = {"clip_len": 8, "input_size": 12}
+    same = E.CondensedClips(cs, ds, (0.08, 1.0), (0.75, 1.33), "cpu", shared_augment=True)
+    own = E.CondensedClips(cs, ds, (0.08, 1.0), (0.75, 1.33), "cpu", shared_augment=False)
+    idx = torch.zeros(6, dtype=torch.long)            # six copies of clip 0: equal views iff equal boxes + flips
+    x, flipped = same.train_views(idx, torch.Generator().manual_seed(1))
+    assert all(torch.equal(x[0], x[i]) for i in range(6)) and flipped.all() == flipped.any()
+    y, _ = own.train_views(idx, torch.Generator().manual_seed(1))
+    assert not all(torch.equal(y[0], y[i]) for i in range(6))

@@ -12,7 +12,9 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
 * the student's input, per clip: the condensed video's clip (temporal sampling naive / segment / sliding
   and interpolation none / dup / linear from the set's attrs ``t_c, sampling, interpolation``), one
   RandomResizedCrop(scale, ratio) + the dataset's horizontal flip (``hflip``: off / on / map) for all
-  its frames, to input_size, normalised;
+  its frames, to input_size, normalised; with soft labels and ``soft_augment: batch`` (the default) the
+  crop and flip are drawn once per batch and shared by its clips, as the reference's soft-label
+  training applies torchvision's transforms to the whole batch tensor (Video-DC val.py ``train``);
   with ``cutmix``, CutMix (Beta(alpha, alpha), one box per batch) with probability ``cutmix_prob``;
 * labels / targets t (logits, [B, K]):
     hard    - none (CE on the class ids; with hflip map a flipped clip of a mirrored class takes the
@@ -132,7 +134,8 @@ class CondensedClips:
     clips: [N, T_c, H, W, 3], uint8 (0..255) or float32 (unit range); labels [N].
     """
 
-    def __init__(self, cset: CondensedSet, dataset: dict, scale, ratio, device, hflip: C.HFlip | None = None):
+    def __init__(self, cset: CondensedSet, dataset: dict, scale, ratio, device, hflip: C.HFlip | None = None,
+                 shared_augment: bool = False):
         a = cset.attrs
         self.t_c = int(a.get("t_c", cset.clips.shape[1]))
         self.sampling = a.get("sampling", "naive")
@@ -145,6 +148,7 @@ class CondensedClips:
         self.clip_len, self.size = int(dataset["clip_len"]), int(dataset["input_size"])
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.hflip = hflip or C.HFlip("on")  # the dataset's flip (clips.HFlip.of); None: on
+        self.shared_augment = shared_augment  # one crop + flip per batch (the reference's soft-label training)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -157,7 +161,8 @@ class CondensedClips:
         """Augmented student input for clips ``idx`` [B] and which were flipped:
         (float [B, 3, T, S, S] normalised, bool [B])."""
         fi = C.condensed_frame_indices(len(idx), self.t_c, self.clip_len, self.sampling, generator, idx.device)
-        x, flipped = C.crop_flip(self._temporal(idx, fi), self.size, self.scale, self.ratio, self.hflip, generator)
+        x, flipped = C.crop_flip(self._temporal(idx, fi), self.size, self.scale, self.ratio, self.hflip, generator,
+                                 shared=self.shared_augment)
         return C.normalize(x), flipped
 
     def train_view(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -288,7 +293,8 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
         raise InputError(f"{condensed_path}: {cset.attrs['num_classes']} classes, but {frames_path} has "
                          f"{num_classes}; condense it from this frames file")
     student = accel.prepare(create_model(arch, num_classes, **settings["model"]).to(device))  # first draw after the seed
-    data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device, C.HFlip.of(ds, frames.classes))
+    data = CondensedClips(cset, ds, ev["scale"], ev["ratio"], device, C.HFlip.of(ds, frames.classes),
+                          shared_augment=labels_kind == "soft" and ev["soft_augment"] == "batch")
     test = loop.TestClips(load_bank(frames, "test", device, dataset=ds), ds)
     if len(test) == 0:
         raise InputError(f"{frames_path}: the test split is empty, so no accuracy can be measured; check the "

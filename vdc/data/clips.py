@@ -282,13 +282,15 @@ class HFlip:
 
 
 def crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: HFlip | None = None,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator | None = None, shared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-clip random resized crop + horizontal flip (``hflip``; None = mode on), the same for all
-    frames of a clip: the boxes are drawn first, then the flips (:meth:`HFlip.draw`).
+    frames of a clip: the boxes are drawn first, then the flips (:meth:`HFlip.draw`). ``shared``: one
+    box and one flip for the whole batch (what torchvision's transforms do to a batch tensor).
     [B, T, H, W, C] -> (float [B, C, T, size, size] in [0, 1], flipped bool [B])."""
     b, _, h, w, _ = clips.shape
-    boxes = sample_resized_crop_boxes(b, h, w, scale, ratio, generator)
-    flipped = (hflip or HFlip("on")).draw(b, generator)
+    n = 1 if shared else b
+    boxes = sample_resized_crop_boxes(n, h, w, scale, ratio, generator).expand(b, 4)
+    flipped = (hflip or HFlip("on")).draw(n, generator).expand(b)
     return crop_resize(clips, boxes, size, flipped), flipped.to(clips.device)
 
 
