@@ -91,6 +91,21 @@ def test_plans_draw_the_same_minibatches_in_every_augmentation_and_never_flip_wh
     assert any(p.flip.any() for p in plans["crop_flip"])
 
 
+def test_mirrored_clips_take_the_paired_classes_logits_and_the_gradient_stays_exact():
+    """hflip map: a mirrored synthetic clip's targets are its logits with the paired columns swapped."""
+    inner, th0, tgt, x, y, a, plans = _problem(3)
+    pairs = InnerLoop(inner.fmodel, inner.clip_len, inner.interpolation, torch.tensor([1, 0, 2]))
+    mirrored = [p for p in plans if p.flip.any() and not p.flip.all()][0]
+    xb, yb = x[mirrored.index], y[mirrored.index]
+    swapped = torch.where(mirrored.flip.unsqueeze(1), yb[:, [1, 0, 2]], yb)
+    assert pairs.batch_loss(th0, xb, yb, mirrored) == inner.batch_loss(th0, xb, swapped, mirrored)
+    assert pairs.batch_loss(th0, xb, yb, mirrored) != inner.batch_loss(th0, xb, yb, mirrored)
+    n = match(pairs, th0, tgt, x, y, a, plans, "naive")
+    r = match(pairs, th0, tgt, x, y, a, plans, "recompute")
+    for g in ("grad_clips", "grad_labels", "grad_alpha"):
+        assert _rel(getattr(r, g), getattr(n, g)) < 1e-5, g
+
+
 def test_gradient_matches_finite_difference_in_alpha():
     inner, th0, tgt, x, y, a, plans = _problem(3)
     r = match(inner, th0, tgt, x, y, a, plans, "recompute")
@@ -316,3 +331,33 @@ def test_expert0_correct_picks_random_clips_that_expert_0_classifies_correctly(t
     assert (picks(_pick_expert0_correct, [2, 0])[1:] < 4).all()               # expert 0 finds none (c > 0): expert 1's
     fill = picks(_pick_expert0_correct, [0, 2], ipc=6)                        # classes 1, 2: the 4 clean, then 2 more
     assert (np.sort(fill[1:, :4]) == [0, 1, 2, 3]).all() and (fill[1:, 4:] >= 4).all()
+
+
+@pytest.mark.parametrize("mode", ["off", "on", "map"])
+def test_inner_loop_flips_as_the_dataset_says(tiny_config, frames_file, tmp_path, monkeypatch, mode):
+    """datasets.<name>.hflip off: no inner step ever mirrors a clip; on: some do, labels kept; map: the
+    label map of hflip_pairs reaches the inner loop."""
+    import vdc.condense.datm as D
+
+    plans, loops = [], []
+
+    def spy_plans(*args, **kwargs):
+        plans.extend(made := real_plans(*args, **kwargs))
+        return made
+
+    def spy_inner(*args):
+        loops.append(made := real_inner(*args))
+        return made
+    real_plans, real_inner = D.plan_steps, D.InnerLoop
+    monkeypatch.setattr(D, "plan_steps", spy_plans)
+    monkeypatch.setattr(D, "InnerLoop", spy_inner)
+    ds = {"hflip": mode, "hflip_pairs": [["class0", 2]] if mode == "map" else []}
+    cfg = tiny_config(experts=EXPERTS, methods={"datm": DATM}, datasets={"tiny": ds})
+    experts_by_jobs(frames_file, tmp_path / "experts.h5", stage_settings(cfg, "experts", "tiny"))
+    st = stage_settings(cfg, "condense", "tiny", method="datm", ipc=2, seed=0)
+    run_condense(frames_file, tmp_path / "set.h5", st, experts_path=tmp_path / "experts.h5")
+    flipped = torch.cat([p.flip for p in plans])
+    assert len(plans) == 6 * 2 and all(p.boxes is not None for p in plans)
+    assert (not flipped.any()) if mode == "off" else flipped.any()
+    label_map = loops[0].label_map
+    assert (label_map is None) if mode != "map" else label_map.tolist() == [2, 1, 0]

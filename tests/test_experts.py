@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vdc.config import stage_settings
+from vdc.config import path, stage_settings
 from vdc.errors import InputError, NonFiniteError
 from vdc.formats.experts import Experts, expert_path
 from vdc.resume import job_dir
@@ -107,6 +107,8 @@ def test_one_job_per_expert_then_the_index(frames_file, settings, tmp_path):
     for a, b in zip(params(tmp_path / "all" / "experts.h5"), params(index)):
         np.testing.assert_array_equal(a, b)
     assert attrs(index)["content_id"] == attrs(tmp_path / "all" / "experts.h5")["content_id"]
+    assert str(expert_path(path("experts", results="r", dataset="d"), 3)) == path("expert", results="r", dataset="d",
+                                                                                expert=3)   # the workflow's file
 
     # an expert file rewritten after the index was written is refused
     X.train_expert(frames_file, expert_path(index, 1), settings(recipe="mtt", seed=5), 1)
@@ -211,3 +213,22 @@ def test_nan_training_loss_stops_the_job(frames_file, settings, tmp_path):
     with pytest.raises(NonFiniteError, match=r"experts tiny \(expert 0\): the training loss is (nan|inf)"):
         X.train_expert(frames_file, tmp_path / "e.h5", settings(recipe="mtt", lr=1e6), 0)
     assert not (tmp_path / "e.h5").exists()
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_experts_flip_as_the_dataset_says(frames_file, tiny_config, tmp_path, monkeypatch, mode):
+    """datasets.<name>.hflip off: no training view of an expert is ever mirrored; on: half of them."""
+    from vdc.data import clips as C
+
+    real, flips = C.crop_flip, []
+
+    def spy(*args, **kwargs):
+        x, flipped = real(*args, **kwargs)
+        flips.append(flipped)
+        return x, flipped
+    monkeypatch.setattr(C, "crop_flip", spy)
+    cfg = tiny_config(experts={"epochs": 2}, datasets={"tiny": {"hflip": mode}})
+    X.train_expert(frames_file, tmp_path / "e.h5", stage_settings(cfg, "experts", "tiny"), 0)
+    flipped = torch.cat(flips)
+    assert len(flipped) == 2 * 9                                       # every view of 2 epochs x 9 videos
+    assert (not flipped.any()) if mode == "off" else flipped.any()

@@ -31,7 +31,8 @@ PATHS = {
     "frames_report": "{results}/frames/{dataset}.failed.tsv",
     "teacher": "{results}/teachers/{dataset}/{arch}.pt",
     "teacher_metrics": "{results}/teachers/{dataset}/{arch}.json",
-    "experts": "{results}/experts/{dataset}/experts.h5",
+    "experts": "{results}/experts/{dataset}/experts.h5",          # the index DATM reads (vdc/formats/experts.py)
+    "expert": "{results}/experts/{dataset}/expert_{expert}.h5",   # one expert's job
     "stats": "{results}/stats/{dataset}/{arch}.h5",
     "condensed": "{results}/condensed/{dataset}/{method}/ipc{ipc}-{temporal}-seed{seed}.h5",
     "eval": "{results}/eval/{dataset}/{method}/ipc{ipc}-{temporal}-seed{seed}/{arch}-{labels}-{loss}-{cutmix}.json",

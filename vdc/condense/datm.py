@@ -1,7 +1,7 @@
 """DATM — difficulty-aligned trajectory matching (Guo et al., ICLR 2024) for video (study.md section 6).
 
-Reference: the image method's code, NUS-HPC-AI-Lab/DATM (formerly GzyAftermath/DATM) ``distill/DATM.py``
-and ``utils/cfg.py``; no video DATM code was released.
+Reference: the image method's code, NUS-HPC-AI-Lab/DATM at 97ae510 (GzyAftermath/DATM's README points
+there), ``distill/DATM.py`` and ``utils/cfg.py``; no video DATM code was released.
 
 Synthetic set. IPC videos per class of T_c frames (``ctx.temporal``) at the input size, optimised in
 the network's normalised space (ImageNet mean/std) as float32 [N, 3, T_c, S, S]; the output is
@@ -32,12 +32,21 @@ Iteration it (``iterations`` in all):
   syn_steps inner SGD steps of the student on minibatches of ``batch_syn`` synthetic clips, each
   seen through the temporal sampling (naive / segment / sliding windows of clip_len frames; dup /
   linear interpolation when T_c < clip_len) and the inner augmentation ``inner_augment`` (crop_flip:
-  the experts' random resized crop, area ``inner_crop_scale``, + flip, differentiable; flip; none) with
-  the dataset's flip mode, soft cross-entropy against softmax(label logits);
+  the experts' random resized crop, area ``inner_crop_scale``, + flip, differentiable; flip; none),
+  soft cross-entropy against softmax(label logits);
   loss = ||theta_N - theta*||^2 / ||theta_0 - theta*||^2
   (vdc/condense/trajectory.py, exact gradient in bounded memory with ``memory: recompute``, float32
   unless ``performance.datm_bf16``); clips: SGD(lr_clips, momentum 0.5), alpha: SGD(lr_lr, momentum 0.5),
   labels: SGD(lr_labels, momentum 0.9); no update when loss > threshold.
+
+Horizontal flip (``datasets.<name>.hflip``, :func:`flip_mode`). The initial clips are never mirrored
+(the reference takes the stored images as they are), so their labels need no mapping. In the inner
+loop: ``off`` never mirrors a clip (whatever ``inner_augment`` says); ``on`` mirrors half of them, the
+label logits unchanged (the experts saw mirrored clips with unchanged labels); ``map`` mirrors half of
+them and a mirrored clip's targets are its label logits with the columns of each pair of mirrored
+classes swapped, the same map the experts' training applied to real clips (a mirrored "left to right"
+clip is a "right to left" one). The learned logits therefore stay those of the unmirrored clip, which is
+what the evaluation's soft labels read and map again when it mirrors the clip.
 
 Expert per iteration: uniform over the experts (the reference cycles through a shuffled list).
 
@@ -99,8 +108,12 @@ def network_view(x: torch.Tensor, clip_len: int, interpolation: str) -> torch.Te
 
 
 def flip_mode(ctx: Context) -> tuple[bool, torch.Tensor | None]:
-    """(flips allowed, label map [K] or None) of the dataset's flip mode."""
-    return True, None
+    """The dataset's flip mode (``datasets.<name>.hflip``, vdc.data.clips.HFlip) for the inner loop:
+    (whether clips are ever mirrored, the label map [K] of mode ``map`` or None). Off: no inner step
+    mirrors a clip; on: mirrored clips keep their label logits; map: a mirrored clip's targets are its
+    logits with the paired classes' columns swapped (vdc/condense/trajectory.py)."""
+    hflip = C.HFlip.of(ctx.dataset, ctx.frames.classes)
+    return hflip.mode != "off", hflip.label_map if hflip.maps else None
 
 
 def open_experts(ctx: Context) -> Experts:

@@ -6,7 +6,8 @@ given. The index holds no parameters: it names the expert files (next to it) and
 of each, so its own ``content_id`` changes whenever any expert does (vdc/resume.py ties DATM's
 checkpoints to it) and a DATM job reads exactly the experts that were indexed.
 
-Expert file ``results/experts/<dataset>/expert_<i>.h5`` (:func:`write_expert`, path :func:`expert_path`)::
+Expert file ``results/experts/<dataset>/expert_<i>.h5`` (:func:`write_expert`; :func:`expert_path`, the
+workflow's ``vdc.config.PATHS["expert"]``)::
 
     /params        float32|float16 [S, P]  row r = the parameters after epoch epochs[r] (0 = the
                                            initialisation); P = all parameters flattened and concatenated

@@ -38,9 +38,11 @@ The learning rate of epoch e (0-based) is therefore
 (LinearLR's closed form; warmup_epochs 0 = no warm-up). Expert i (seed s_i = experts.seed * 100003 + i)
 is initialised after ``torch.manual_seed(s_i)`` and draws its data order, windows, crops and flips from a
 generator seeded with s_i: one random clip_len-frame clip per video per epoch in a fresh random order
-(``vdc.train.loop.train_batch``, with augmentation or the centre crop; the dataset's flip mode
-applies), cross-entropy, batch ``experts.batch``. On CUDA the forward runs under the fast paths of
-``settings["performance"]`` (vdc/accel.py: bf16 autocast, channels_last_3d, fused SGD); on the CPU none.
+(``vdc.train.loop.train_views``, with augmentation or the centre crop; flips follow the dataset's
+flip mode ``datasets.<name>.hflip``: never when off, and with a label map a mirrored clip of a paired
+class is trained on the paired class), cross-entropy, batch ``experts.batch``. On CUDA the forward
+runs under the fast paths of ``settings["performance"]`` (vdc/accel.py: bf16 autocast,
+channels_last_3d, fused SGD); on the CPU none.
 The loss is summed on the device and read once per epoch (no host sync inside an epoch); a NaN or
 infinite epoch loss stops the job (NonFiniteError), nothing is written. After the last epoch the test
 top-1 (one centre clip x centre crop per test video, ``vdc.train.loop.test_accuracy``) is recorded.
@@ -71,6 +73,7 @@ import torch.nn.functional as F
 
 from vdc.accel import Accel, setup_backends
 from vdc.cli import add_settings_arguments, resolve_settings
+from vdc.data import clips as C
 from vdc.data.frames import Frames, VideoBank, load_bank
 from vdc.errors import ConfigError, InputError, NonFiniteError
 from vdc.fingerprint import job_code
@@ -135,18 +138,19 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 # ----------------------------------------------------------------------------- one expert
 
 def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: VideoBank, dataset: dict, rec: dict,
-                gen: torch.Generator, accel: Accel, progress: Progress) -> torch.Tensor:
-    """One pass over the training videos in a fresh random order; returns the mean training loss as a
+                hflip: C.HFlip, gen: torch.Generator, accel: Accel, progress: Progress) -> torch.Tensor:
+    """One pass over the training videos in a fresh random order, flips as ``hflip`` (the dataset's flip
+    mode; a mirrored clip of a paired class takes the paired label); returns the mean training loss as a
     0-d tensor on the device (summed there: no host sync inside the epoch)."""
     n = len(train)
     perm = torch.randperm(n, generator=gen).to(train.labels.device)
     total = torch.zeros((), device=train.labels.device)
     for s in range(0, n, rec["batch"]):
         videos = perm[s:s + rec["batch"]]
-        x = loop.train_batch(train, videos, dataset, gen, augment=rec["augment"])
+        x, y = loop.train_views(train, videos, dataset, gen, hflip, augment=rec["augment"])
         with accel.autocast():
             logits = model(accel.input(x)).float()
-        loss = F.cross_entropy(logits, train.labels[videos])
+        loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if rec["grad_clip"]:
@@ -157,8 +161,8 @@ def train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: Video
     return total / max(n, 1)
 
 
-def train_one_expert(i: int, train: VideoBank, test: loop.TestClips, num_classes: int, settings: dict,
-                     ckpt: Checkpoint, device: torch.device, accel: Accel) -> dict:
+def train_one_expert(i: int, train: VideoBank, test: loop.TestClips, hflip: C.HFlip, num_classes: int,
+                     settings: dict, ckpt: Checkpoint, device: torch.device, accel: Accel) -> dict:
     """Train expert ``i`` (resuming from ``ckpt``); returns {snapshots [S] of [P] at epochs
     ``stored_epochs``, train_loss, lr, test_top1, seed, epoch, done}."""
     ex, ds = settings["experts"], settings["dataset"]
@@ -194,7 +198,7 @@ def train_one_expert(i: int, train: VideoBank, test: loop.TestClips, num_classes
         lr = lr_at_epoch(rec, epoch)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = float(train_epoch(model, opt, train, ds, rec, gen, accel, progress))  # one host sync per epoch
+        loss = float(train_epoch(model, opt, train, ds, rec, hflip, gen, accel, progress))  # one host sync per epoch
         if not math.isfinite(loss):
             raise NonFiniteError(f"{where}: the training loss is {loss} in epoch {epoch}; nothing was written. "
                                  f"Lower experts.lr (or set experts.grad_clip) and rerun")
@@ -228,6 +232,7 @@ class _Data:
             raise InputError(f"{frames_path}: no training videos; check the annotations of dataset {ds['name']} "
                              f"and rerun extract")
         self.num_classes = frames.num_classes
+        self.hflip = C.HFlip.of(ds, frames.classes)
         self.frames_path = frames_path
 
 
@@ -260,7 +265,7 @@ def _run_expert(i: int, data: _Data, out_path, settings: dict, device, accel: Ac
         log.info("expert %d: %s is this job's output already", i, out_path)
         return read_expert_attrs(out_path)
     ckpt = Checkpoint(Path(workdir or job_dir(settings["workdir"], "experts", out_path)) / "expert.pt", identity, log)
-    state = train_one_expert(i, data.train, data.test, data.num_classes, settings, ckpt, device, accel)
+    state = train_one_expert(i, data.train, data.test, data.hflip, data.num_classes, settings, ckpt, device, accel)
     ex, ds = settings["experts"], settings["dataset"]
     dtype = np.float16 if ex["dtype"] == "float16" else np.float32
     record = ExpertRecord(params=torch.stack(state["snapshots"]).numpy().astype(dtype),

@@ -147,7 +147,8 @@ def method_needs(wildcards):
             out[f"stats_{a}"] = path("stats", dataset=wildcards.dataset, arch=a)
     if "experts" in needs:  # the experts index and the expert files it names (experts.smk)
         out["experts"] = path("experts", dataset=wildcards.dataset)
-        out.update({f"expert_{i}": f for i, f in enumerate(expert_files(wildcards.dataset))})
+        n = section(config, wildcards.dataset, "experts")["num_experts"]
+        out.update({f"expert_{i}": path("expert", dataset=wildcards.dataset, expert=i) for i in range(n)})
     if ms.get("init") == "rded":
         out["init"] = condensed_of(wildcards.dataset, "rded", wildcards.ipc, wildcards.seed)
     return out

@@ -1,41 +1,26 @@
 # Expert trajectories for DATM (vdc/train/experts.py; file layouts in vdc/formats/experts.py).
 # One job per expert (rule experts: one GPU each, so 20 experts run as 20 GPU / SLURM jobs), each
-# resumable from <workdir>/experts/<job>/expert.pt; then a CPU job (rule experts_index) writes the
+# resumable from <workdir>/experts/<job>/expert.pt; then a local CPU job (rule experts_index) writes the
 # index experts.h5 that names them, the file a DATM condense job is given.
-from vdc.formats.experts import expert_path
+# An expert's job receives the experts section without num_experts: no expert's result depends on it,
+# so raising it adds jobs and reruns none of the existing ones.
 
 localrules:
     experts_index,
-
-
-def expert_file(dataset, expert):
-    """The file of one expert (its job's output), next to the dataset's experts index."""
-    return str(expert_path(path("experts", dataset=dataset), expert))
-
-
-def expert_files(dataset):
-    """Every expert file of a dataset (experts.num_experts of its resolved experts section)."""
-    return [expert_file(dataset, i) for i in range(section(config, dataset, "experts")["num_experts"])]
-
-
-def expert_job_settings(wildcards):
-    """The settings of one expert's job: the stage's without experts.num_experts, which no expert's
-    result depends on (raising it adds jobs and reruns none of the existing ones)."""
-    s = stage_settings(config, "experts", wildcards.dataset)
-    s["experts"] = {k: v for k, v in s["experts"].items() if k != "num_experts"}
-    return shlex.quote(settings_json(s))
 
 
 rule experts:
     input:
         frames=lambda wc: path("frames", dataset=wc.dataset),
     output:
-        expert_file("{dataset}", "{expert}"),
+        path("expert"),
     wildcard_constraints:
         expert=r"[0-9]+",
     params:
         code=code_for("experts"),
-        settings=expert_job_settings,
+        settings=lambda wc: shlex.quote(settings_json({
+            **(s := stage_settings(config, "experts", wc.dataset)),
+            "experts": {k: v for k, v in s["experts"].items() if k != "num_experts"}})),
     log:
         log_file("experts", dataset="{dataset}", expert="{expert}"),
     benchmark:
@@ -52,7 +37,8 @@ rule experts:
 
 rule experts_index:
     input:
-        lambda wc: expert_files(wc.dataset),
+        lambda wc: [path("expert", dataset=wc.dataset, expert=i)
+                    for i in range(section(config, wc.dataset, "experts")["num_experts"])],
     output:
         path("experts"),
     params:
