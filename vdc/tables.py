@@ -40,7 +40,6 @@ import argparse
 import base64
 import csv
 import html
-import io
 import json
 import logging
 import math
