@@ -60,7 +60,8 @@ def _snakemake_counts(configfile: Path, workdir: Path) -> dict:
     return counts
 
 
-def test_the_default_study_plans_the_jobs_snakemake_runs(tmp_path):
+def test_the_default_study_plans_the_jobs_snakemake_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no benchmarks/vdc-costs.json or results/ of a real run here
     p = P.plan([str(ROOT / "config.yaml")], bench=None)
     assert {r: v["jobs"] for r, v in p["rules"].items()} == _snakemake_counts(ROOT / "config.yaml", tmp_path)
     assert p["rules"]["evaluate"]["jobs"] > 50 and p["rules"]["teacher"]["jobs"] == 1
@@ -71,9 +72,10 @@ def test_the_default_study_plans_the_jobs_snakemake_runs(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", PAPER, ids=[p.stem for p in PAPER])
-def test_paper_configs_plan_without_their_annotation_files(config, tmp_path):
+def test_paper_configs_plan_without_their_annotation_files(config, tmp_path, monkeypatch):
     """The annotation files of configs/*.yaml do not exist here; the dry run still counts every job, and
     the built-in H200 figures cover every operation of the paper's settings."""
+    monkeypatch.chdir(tmp_path)
     ann = P.load_config(config)["datasets"]
     assert not any(Path(d["annotations"]).exists() for d in ann.values())
     p = P.plan([str(config)])
