@@ -113,7 +113,7 @@ def flip_mode(ctx: Context) -> tuple[bool, torch.Tensor | None]:
     mirrors a clip; on: mirrored clips keep their label logits; map: a mirrored clip's targets are its
     logits with the paired classes' columns swapped (vdc/condense/trajectory.py)."""
     hflip = C.HFlip.of(ctx.dataset, ctx.frames.classes)
-    return hflip.mode != "off", hflip.label_map if hflip.maps else None
+    return hflip.mode != "off", hflip.label_map.to(ctx.device) if hflip.maps else None
 
 
 def open_experts(ctx: Context) -> Experts:
