@@ -57,9 +57,9 @@ def tiny_config(tmp_path):
                                   "storage_size": list(TINY_SIZE), "input_size": 48}},
             "models": {a: {"width": 0.125} for a in ("minic3d", "minic3d_in", "i3d_r18", "slowonly_r18")}
                       | {"r2plus1d_r18": {"width": 0.0625}},
-            "teacher": {"epochs": 2, "batch": 4, "warmup_epochs": 1, "milestones": [1], "eval_every": 1, "threads": 1},
-            "experts": {"num_experts": 2, "epochs": 2, "batch": 4, "threads": 1},
-            "evaluate": {"epochs": 2, "late_epochs": [0], "test_batch": 8, "threads": 1},
+            "teacher": {"epochs": 2, "batch": 4, "warmup_epochs": 1, "milestones": [1], "eval_every": 1},
+            "experts": {"num_experts": 2, "epochs": 2, "batch": 4},
+            "evaluate": {"epochs": 2, "late_epochs": [0], "test_batch": 8},
             "methods": {"random": {}},
         }
         return validate_config(deep_merge(cfg, sections))

@@ -335,7 +335,7 @@ def test_toy_values_fail_the_audit(ds):
     base = paper(ds).cfg
     toy = read_config_file(REPO / "config.yaml")
     injected, missed = 0, []
-    for sec in ("teacher", "experts", "evaluate", "models", "methods", "study"):
+    for sec in ("teacher", "experts", "evaluate", "models", "methods", "study", "threads"):
         for key in _leaves(toy[sec], (sec,)):
             if key[:2] == ("study", "datasets") or (sec == "methods" and key[1] not in base_raw["methods"]):
                 continue  # the toy's dataset, or a method the paper config does not define (never run)

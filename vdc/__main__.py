@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from vdc.utils import setup_logging
 
     setup_logging()
+    if getattr(args, "threads", None) and "torch" in sys.modules:  # the stage computes with torch
+        from vdc.utils import set_threads
+
+        set_threads(args.threads)
     try:
         return int(module.main(args) or 0)
     except UserError as exc:

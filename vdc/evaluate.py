@@ -83,7 +83,7 @@ from vdc.models import create_model
 from vdc.progress import Progress
 from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
 from vdc.train import loop
-from vdc.utils import get_device, seed_everything, set_threads, write_json
+from vdc.utils import get_device, seed_everything, write_json
 
 log = logging.getLogger("vdc.evaluate")
 
@@ -276,7 +276,6 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
     if loss_kind not in VALID_LOSSES[labels_kind]:
         raise ConfigError(f"labels '{labels_kind}' cannot be trained with loss '{loss_kind}' "
                           f"(use {' or '.join(sorted(VALID_LOSSES[labels_kind]))})")
-    set_threads(ev["threads"])
     device = get_device(settings["device"])
     seed_everything(seed, settings["deterministic"])
     accel = setup_backends(settings, device)

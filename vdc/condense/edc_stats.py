@@ -219,15 +219,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", choices=sorted(VIEWS), default="train",
                    help="train: the teacher's training augmentation (the reference's pass, the stage's); "
                         "centre: the test view (centre clip, centre crop)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
     add_settings_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
     from vdc.cli import resolve_settings
-    from vdc.utils import set_threads
 
-    set_threads(args.threads)
     wc = {"arch": args.arch} if args.arch else {}
     if args.config and not args.arch:
         raise SystemExit("stats: --config needs --arch")

@@ -34,7 +34,7 @@ from vdc.condense import get_method
 from vdc.condense.base import Context
 from vdc.condensed import CondensedSet
 from vdc.resume import job_dir
-from vdc.utils import get_device, seed_everything, set_threads
+from vdc.utils import get_device, seed_everything
 
 log = logging.getLogger("vdc.condense")
 
@@ -150,7 +150,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", help="a condensed set to initialise from (EDC init: rded)")
     p.add_argument("--workdir-job", help="checkpoint folder of this job (default: <workdir>/condense/<job>, "
                                          "vdc.resume.job_dir)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     add_settings_arguments(p)
     g = p.add_argument_group("with --config: the job's wildcards")
     g.add_argument("--method")
@@ -160,7 +159,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
     wc = {}
     if args.config:
         if not args.method or not args.ipc:

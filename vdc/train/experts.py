@@ -82,7 +82,7 @@ from vdc.models import create_model
 from vdc.progress import Progress
 from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
 from vdc.train import loop
-from vdc.utils import get_device, seed_everything, set_threads
+from vdc.utils import get_device, seed_everything
 
 log = logging.getLogger("vdc.experts")
 
@@ -239,7 +239,6 @@ class _Data:
 def _setup(settings: dict) -> tuple[torch.device, Accel]:
     ex = settings["experts"]
     seed_everything(int(ex["seed"]), settings["deterministic"])
-    set_threads(ex["threads"])
     device = get_device(settings["device"])
     return device, setup_backends(settings, device)
 

@@ -54,7 +54,7 @@ from vdc.models import create_model
 from vdc.progress import Progress
 from vdc.resume import Checkpoint, job_dir, job_identity, rng_state, set_rng_state
 from vdc.train import loop
-from vdc.utils import get_device, seed_everything, set_threads, write_json
+from vdc.utils import get_device, seed_everything, write_json
 
 log = logging.getLogger("vdc.teacher")
 
@@ -96,7 +96,6 @@ def train_one_epoch(model, opt, sched, train, ds: dict, cfg: dict, gen: torch.Ge
 def train_teacher(frames_path, out_path, metrics_path, settings: dict, workdir=None) -> dict:
     """Train the teacher of ``settings`` on the frames file; write the .pt and the .json; return the metrics."""
     cfg, ds, arch = settings["teacher"], settings["dataset"], settings["arch"]
-    set_threads(cfg["threads"])
     device = get_device(settings["device"])
     seed_everything(cfg["seed"], settings["deterministic"])
     accel = setup_backends(settings, device)

@@ -16,7 +16,7 @@ rule condense:
         log_file("condense", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}", seed="{seed}"),
     benchmark:
         bench_file("condense", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}", seed="{seed}")
-    threads: 1  # one thread per job: parallel jobs share the cores
+    threads: config["threads"]["condense"]
     resources:
         gpu=GPU,
     conda:

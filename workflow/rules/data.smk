@@ -24,7 +24,7 @@ if TOY_ROOTS:
         params:
             code=code_for("toy"),
             settings=lambda wc: shlex.quote(settings_json(stage_settings(config, "toy", TOY_ROOTS[wc.root]))),
-        threads: 2
+        threads: config["threads"]["toy"]
         log:
             log_file("toy_dataset", root="{root}"),
         benchmark:
@@ -46,7 +46,7 @@ rule extract:
     params:
         code=code_for("extract"),
         settings=settings("extract"),
-    threads: 4
+    threads: config["threads"]["extract"]
     log:
         log_file("extract", dataset="{dataset}"),
     benchmark:

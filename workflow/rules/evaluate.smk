@@ -19,14 +19,14 @@ rule evaluate:
     benchmark:
         bench_file("evaluate", dataset="{dataset}", method="{method}", ipc="{ipc}", temporal="{temporal}",
                    seed="{seed}", arch="{arch}", labels="{labels}", loss="{loss}", cutmix="{cutmix}")
-    threads: lambda wc: section(config, wc.dataset, "evaluate")["threads"]
+    threads: config["threads"]["evaluate"]
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
         f"{GPU_RUN} {VDC} evaluate --condensed {{input.condensed}} --frames {{input.frames}} {{params.labeler}} "
-        f"--out {{output}} --settings {{params.settings}} > {{log}} 2>&1"
+        f"--out {{output}} --threads {{threads}} --settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule evaluations:

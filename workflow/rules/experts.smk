@@ -25,14 +25,14 @@ rule experts:
         log_file("experts", dataset="{dataset}", expert="{expert}"),
     benchmark:
         bench_file("experts", dataset="{dataset}", expert="{expert}")
-    threads: lambda wc: section(config, wc.dataset, "experts")["threads"]
+    threads: config["threads"]["experts"]
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
         f"{GPU_RUN} {VDC} experts --frames {{input.frames}} --out {{output}} --expert {{wildcards.expert}} "
-        f"--settings {{params.settings}} > {{log}} 2>&1"
+        f"--threads {{threads}} --settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule experts_index:

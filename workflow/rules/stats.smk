@@ -16,7 +16,7 @@ rule stats:
         log_file("stats", dataset="{dataset}", arch="{arch}"),
     benchmark:
         bench_file("stats", dataset="{dataset}", arch="{arch}")
-    threads: 1  # one thread per job: parallel jobs share the cores
+    threads: config["threads"]["stats"]
     resources:
         gpu=GPU,
     conda:

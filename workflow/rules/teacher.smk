@@ -19,14 +19,14 @@ rule teacher:
         log_file("teacher", dataset="{dataset}", arch="{arch}"),
     benchmark:
         bench_file("teacher", dataset="{dataset}", arch="{arch}")
-    threads: lambda wc: section(config, wc.dataset, "teacher")["threads"]
+    threads: config["threads"]["teacher"]
     resources:
         gpu=GPU,
     conda:
         CONDA_ENV
     shell:
         f"{GPU_RUN} {VDC} teacher --frames {{input.frames}} --out {{output.model}} --metrics {{output.metrics}} "
-        f"--settings {{params.settings}} > {{log}} 2>&1"
+        f"--threads {{threads}} --settings {{params.settings}} > {{log}} 2>&1"
 
 
 rule teachers:
