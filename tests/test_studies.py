@@ -20,7 +20,7 @@ def config(**over) -> dict:
         "results": "res",
         "study": {"datasets": ["toy"], "methods": ["random", "rded", "edc", "datm"], "ipc": [1, 5], "seeds": [0, 1],
                   "labels": ["hard", "soft", "multisl"], "cross_arch": ["minic3d", "i3d_r18"],
-                  "edc_networks": ["edc", "edc_i3d"], "full_data_ipc": 16, "tables": list(STUDIES)},
+                  "edc_networks": ["edc", "edc_i3d"], "full_data": True, "tables": list(STUDIES)},
         "datasets": {"toy": {"format": "toy", "video_root": "v", "annotations": "a", "storage_size": [64, 64],
                              "input_size": 48}},
         "methods": {"full": {}, "random": {}, "rded": {}, "edc": {}, "datm": {},
@@ -87,7 +87,7 @@ def test_table7_and_the_main_tables():
     assert {r.method for r in runs(cfg, "table7")} == {"edc", "edc_i3d"}
     t8 = runs(cfg, "table8")
     assert {r.labels for r in t8 if r.method != "full"} == {"soft"}
-    assert {r for r in t8 if r.method == "full"} == {Run("toy", "full", 16, "tc8-naive-none", 0, "minic3d", "hard",
+    assert {r for r in t8 if r.method == "full"} == {Run("toy", "full", 0, "tc8-naive-none", 0, "minic3d", "hard",
                                                          "ce", False)}
     assert {r.labels for r in runs(cfg, "table11")} == {"multisl"}
     assert {r.arch for r in runs(cfg, "table9")} == {"minic3d", "i3d_r18"}

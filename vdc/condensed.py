@@ -33,6 +33,9 @@ from vdc.resume import CONTENT_ID_ATTR, ContentHasher
 from vdc.utils import atomic_path
 
 
+ALL_CLIPS = 0  # the IPC of a set holding every training clip (the `full` pseudo-method): path ipc0-...
+
+
 @dataclass
 class CondensedSet:
     clips: np.ndarray                      # [N, T_c, H, W, 3] uint8 or float16/float32 in [0, 1]

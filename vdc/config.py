@@ -149,8 +149,6 @@ def _check_references(cfg: dict) -> list[str]:
     for name in cfg["study"]["datasets"]:
         if name not in cfg["datasets"]:
             out.append(f"  study.datasets: '{name}' is not under datasets (defined: {', '.join(cfg['datasets'])})")
-    if cfg["study"]["full_data_ipc"] and "full" not in cfg["methods"]:
-        out.append("  study.full_data_ipc: set, but methods has no 'full' entry; add `full: {}`")
     for key in ("methods", "edc_networks"):
         for name in cfg["study"][key]:
             if name not in cfg["methods"]:

@@ -7,7 +7,8 @@ Protocol (study.md section 4; every value from ``settings["evaluate"]``):
   >= 2 dims only;
 * E epochs (300), lr x f(e) during epoch e with the quarter cosine f(e) = 0.5 * (1 + cos(pi * e / (2E)))
   (f(0) = 1, f(E/2) = 0.854, f(E-1) ~ 0.5);
-* batch = base_batch x IPC (IPC from the set's attrs), iterations per epoch = ceil(N / batch), the set
+* batch = base_batch x IPC (IPC from the set's attrs; IPC 0, every training clip, counts as the mean
+  class size), iterations per epoch = ceil(N / batch), the set
   reshuffled every epoch;
 * the student's input, per clip: the condensed video's clip (temporal sampling naive / segment / sliding
   and interpolation none / dup / linear from the set's attrs ``t_c, sampling, interpolation``), one
@@ -73,7 +74,7 @@ import torch.nn.functional as F
 from vdc import __version__
 from vdc.accel import Accel, setup_backends
 from vdc.cli import add_settings_arguments, resolve_settings
-from vdc.condensed import CondensedSet
+from vdc.condensed import ALL_CLIPS, CondensedSet
 from vdc.data import clips as C
 from vdc.data.frames import Frames, load_bank
 from vdc.errors import ConfigError, InputError, NonFiniteError, check_finite
@@ -301,7 +302,8 @@ def evaluate(condensed_path, frames_path, labeler_path, out_path, settings: dict
 
     # schedule: batch = base_batch x IPC, so the iterations per epoch stay fixed across IPCs
     ipc = int(cset.attrs.get("ipc", max(1, round(len(data) / num_classes))))
-    batch = int(ds["base_batch"]) * ipc
+    per_class = ipc if ipc != ALL_CLIPS else max(1, round(len(data) / num_classes))  # every clip: the mean class size
+    batch = int(ds["base_batch"]) * per_class
     iters = math.ceil(len(data) / batch)
     epochs = ev["epochs"]
     late = late_epochs(epochs, ev["late_epochs"])

@@ -3,12 +3,12 @@ run on all the training data (the protocol's own "Full dataset" reference, next 
 
 Each clip is the video's centre window of clip_len frames at clip_interval (floor(L/clip_len) for short
 videos; ``clips.center_frame_indices``), uint8 at storage size, with its hard label, source video id and
-source frame indices. The IPC wildcard does not change the selection (all videos are taken); it only
-sets the evaluation batch, base_batch x IPC: pick the IPC whose batch you want (e.g. ipc 10 for
-batch 100 on UCF101, close to the mean number of videos per class / 10 iterations per epoch).
+source frame indices — every class at its own size. Its IPC is 0, "every clip" (``vdc.condensed.ALL_CLIPS``):
+the evaluation trains it with batch base_batch x round(training clips / classes), so an epoch has the
+iterations of a condensed set's.
 
-Enable it with ``methods: {full: {}}`` in the config and evaluate e.g.
-``results/eval/<ds>/full/ipc10-tc8-naive-none-seed0/minic3d-multisl-msegt-nocutmix.json``.
+``study.full_data: true`` runs it on every study dataset, e.g.
+``results/eval/<ds>/full/ipc0-tc8-naive-none-seed0/minic3d-hard-ce-nocutmix.json``.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ import numpy as np
 from vdc.cli import add_settings_arguments, resolve_settings
 from vdc.condense import get_method
 from vdc.condense.base import Context
-from vdc.condensed import CondensedSet
+from vdc.condensed import ALL_CLIPS, CondensedSet
 from vdc.resume import job_dir
 from vdc.utils import get_device, seed_everything
 
@@ -91,6 +91,11 @@ def validate_condensed(cs: CondensedSet, ctx: Context) -> None:
     else:
         counts = np.bincount(cs.labels, minlength=k)
         n_train = np.bincount(frames.labels[frames.split_ids("train")], minlength=k)
+        if ipc == ALL_CLIPS:  # every training clip: exactly the class sizes, whatever they are
+            ipc = int(n_train.max(initial=0))
+            if (counts != n_train).any():
+                problems.append(f"IPC 0 means every training clip, but classes "
+                                f"{np.flatnonzero(counts != n_train).tolist()} hold another number of clips")
         need = np.minimum(ipc, n_train)
         if (counts > ipc).any():
             problems.append(f"more than IPC={ipc} clips in classes {np.flatnonzero(counts > ipc).tolist()}")

@@ -194,10 +194,9 @@ def study_evals():
 
 
 def full_data_evals():
-    """The protocol on all training clips (study.full_data_ipc > 0): one run per dataset."""
-    ipc = STUDY["full_data_ipc"]
-    return [eval_path(config, ds, "full", ipc, STUDY["seeds"][0], STUDY["eval_arch"], "hard")
-            for ds in STUDY["datasets"]] if ipc else []
+    """The protocol on every training clip (study.full_data; IPC 0 = all clips): one run per dataset."""
+    return [eval_path(config, ds, "full", 0, STUDY["seeds"][0], STUDY["eval_arch"], "hard")
+            for ds in STUDY["datasets"]] if STUDY["full_data"] else []
 
 
 def study_datasets(runs=None):
