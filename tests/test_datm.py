@@ -202,6 +202,9 @@ def test_killed_run_resumes_to_the_same_set(job, kill_after):
     np.testing.assert_array_equal(full.label_logits, resumed.label_logits)
     assert full.attrs["alpha"] == resumed.attrs["alpha"] and full.attrs["skipped"] == resumed.attrs["skipped"]
     assert not folder.exists()
+    assert set(full.history) == {"loss", "alpha", "start_epoch", "upper", "expert", "skipped"}
+    for k in full.history:                                         # written to the set's /history
+        np.testing.assert_array_equal(resumed.history[k], full.history[k])
 
 
 def test_changed_experts_file_never_resumes_an_old_checkpoint(job, frames_file, tmp_path, kill_after):

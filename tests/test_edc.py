@@ -409,8 +409,13 @@ def test_killed_run_resumes_to_the_same_result(edc, kill_after):
         run()
     assert (saved[-1]["chunk"], saved[-1]["iter"]) == (1, 2) and (folder / "edc.pt").exists()
     kill_after(None)
-    np.testing.assert_array_equal(run().clips, full.clips)
+    resumed = run()
+    np.testing.assert_array_equal(resumed.clips, full.clips)
     assert not folder.exists()
+    # the history (one row per iteration of both chunks) survives the kill too
+    assert set(full.history) == {"loss", "ce", "bn", "network", "chunk"} and len(full.history["loss"]) == 10
+    for k in full.history:
+        np.testing.assert_array_equal(resumed.history[k], full.history[k])
 
 
 def _perturb_teacher(path):

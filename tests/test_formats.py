@@ -90,6 +90,10 @@ def test_condensed_set_round_trip(tmp_path):
     assert back.attrs["t_c"] == 3 and back.attrs["ipc"] == 2
     np.testing.assert_allclose(back.clips, clips, atol=1e-3)  # float16 storage
     np.testing.assert_array_equal(back.source_video, [-1] * 4)
+    assert back.history is None
+    cs.history = {"loss": np.array([3.0, 2.5]), "alpha": np.array([0.01, 0.011])}
+    cs.write(tmp_path / "h.h5")
+    np.testing.assert_array_equal(CondensedSet.read(tmp_path / "h.h5").history["loss"], [3.0, 2.5])
     assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
 
 

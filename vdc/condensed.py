@@ -9,6 +9,9 @@ Layout of ``results/condensed/<dataset>/<method>/ipc<IPC>-<temporal>-seed<S>.h5`
     /label_logits   float32 [N, K]     optional: learned label logits (DATM), used as its soft labels
     /source_video   int64   [N]        video id in the frames file each clip came from (-1: none)
     /source_frames  int64   [N, T_c]   optional: frame indices of the source video (selection methods)
+    /history/<name> float64 [I]        optional: the optimisation history of a distilled set, one value per
+                                        iteration (DATM: loss, alpha, start_epoch, upper, expert, skipped;
+                                        EDC: loss, ce, bn, network (index into attrs networks), chunk)
     attrs: dataset, method, ipc, t_c, sampling, interpolation, seed, num_classes, value_range
            ("uint8" or "unit_float"), settings (JSON), frames_file, vdc_version, created,
            content_id (hash of the arrays and attributes above but `created`: two equal sets have equal ids)
@@ -44,6 +47,7 @@ class CondensedSet:
     source_frames: np.ndarray | None = None  # [N, T_c]
     label_logits: np.ndarray | None = None  # [N, K]
     attrs: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, np.ndarray] | None = None  # name -> [iterations]
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -67,6 +71,8 @@ class CondensedSet:
             arrays["source_frames"] = np.asarray(self.source_frames, np.int64)
         if self.label_logits is not None:
             arrays["label_logits"] = np.asarray(self.label_logits, np.float32)
+        for name, values in (self.history or {}).items():
+            arrays[f"history/{name}"] = np.asarray(values, np.float64)
         attrs = dict(self.attrs)
         attrs.setdefault("t_c", int(self.clips.shape[1]))
         attrs["value_range"] = self.value_range
@@ -105,7 +111,8 @@ class CondensedSet:
                            source_video=h5["source_video"][:] if "source_video" in h5 else None,
                            source_frames=h5["source_frames"][:] if "source_frames" in h5 else None,
                            label_logits=h5["label_logits"][:] if "label_logits" in h5 else None,
-                           attrs=attrs)
+                           attrs=attrs,
+                           history={k: v[:] for k, v in h5["history"].items()} if "history" in h5 else None)
             except (OSError, ValueError) as exc:
                 raise InputError(f"{path}: cannot read this condensed set ({' '.join(str(exc).split())[:160]}); "
                                  f"{fix}") from None

@@ -347,8 +347,11 @@ def output(ctx: Context, run: Distillation, wall_time_s: float) -> CondensedSet:
                   "init_expert_accuracy": run.init_acc, "memory": s["memory"],
                   "experts_file": str(ctx.experts_path), "wall_time_s": wall_time_s,
                   "source_video_meaning": "the real video each synthetic clip was initialised from"})
+    keys = ("loss", "alpha", "start_epoch", "upper", "expert", "skipped")
+    history = {k: np.asarray([float(h[k]) for h in run.history], np.float64) for k in keys}
     return CondensedSet(clips=out, labels=hard, source_video=run.sources,
-                        label_logits=run.labels.detach().cpu().numpy().astype(np.float32), attrs=attrs)
+                        label_logits=run.labels.detach().cpu().numpy().astype(np.float32), attrs=attrs,
+                        history=history)
 
 
 def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = None) -> CondensedSet:

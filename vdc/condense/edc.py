@@ -355,15 +355,21 @@ def initial_clips(ctx: Context, init: str, t_c: int) -> tuple[torch.Tensor, np.n
     return init_rded(ctx, t_c) if init == "rded" else init_real(ctx, t_c)
 
 
+HISTORY = ("loss", "ce", "bn", "network", "chunk")  # the set's /history: one row per iteration done
+
+
 def save_state(ckpt: Checkpoint, syn: torch.Tensor, bounds: tuple[int, int], chunk: int, it: int,
-               x_chunk: torch.Tensor | None, opt, matchers: list[StatMatcher], gen: torch.Generator) -> None:
+               x_chunk: torch.Tensor | None, opt, matchers: list[StatMatcher], gen: torch.Generator,
+               history: list[torch.Tensor]) -> None:
     """Checkpoint at (``chunk``, iteration ``it``): the whole set with the chunk's current clips
-    ``x_chunk`` (rows ``bounds``) in place, the chunk's Adam and EMA states and the generator."""
+    ``x_chunk`` (rows ``bounds``) in place, the chunk's Adam and EMA states, the generator and the
+    history so far (rows of HISTORY)."""
     full = syn.detach().clone()
     if x_chunk is not None:
         full[bounds[0]:bounds[1]] = x_chunk.detach()
     ckpt.save({"chunk": chunk, "iter": it, "syn": full.cpu(), "opt": opt.state_dict() if opt is not None else None,
-               "ema": [m.state_dict() for m in matchers], "rng": rng_state(gen)})
+               "ema": [m.state_dict() for m in matchers], "rng": rng_state(gen),
+               "history": torch.stack(history).cpu() if history else torch.zeros(0, len(HISTORY))})
 
 
 def _report(progress: Progress, last: dict, network: str, where: str, chunk: int, it: int, milestone: bool) -> None:
@@ -397,9 +403,10 @@ def condense(ctx: Context) -> CondensedSet:
     # resume
     ckpt = ctx.checkpoint("edc")
     saved = ckpt.load()
-    start_chunk, start_it = 0, 0
+    start_chunk, start_it, history = 0, 0, []
     if saved is not None:
         start_chunk, start_it = saved["chunk"], saved["iter"]
+        history = list(saved["history"].to(dev))
         syn = saved["syn"].to(dev)
         set_rng_state(saved["rng"], gen)
         ctx.log.info("EDC: resuming from %s at chunk %d, iteration %d", ckpt.path, start_chunk, start_it)
@@ -424,6 +431,8 @@ def condense(ctx: Context) -> CondensedSet:
         for it in range(it0, iters):
             k = it % len(nets)
             last = edc_step(x, y, nets[k], matchers[k], opt, cosine_lr(lr, it, iters), step, gen)
+            history.append(torch.stack([last["loss"].float(), last["ce"].float(), last["bn"].float(),
+                                        torch.tensor(float(k), device=dev), torch.tensor(float(ci), device=dev)]))
             milestone = (it + 1) % log_every == 0 or it + 1 == iters
             if milestone or progress.due():  # reading the loss synchronises the device
                 _report(progress, last, networks[k], ctx.job, ci, it, milestone)
@@ -431,11 +440,11 @@ def condense(ctx: Context) -> CondensedSet:
                 progress.update()
             if (it + 1) % every == 0 and it + 1 < iters:
                 check_finite(x.detach(), "EDC's synthetic clips", ctx.job)
-                save_state(ckpt, syn, chunks[ci], ci, it + 1, x, opt, matchers, gen)
+                save_state(ckpt, syn, chunks[ci], ci, it + 1, x, opt, matchers, gen, history)
         check_finite(x.detach(), "EDC's synthetic clips", ctx.job)
         with torch.no_grad():
             syn[a:b] = x.detach()
-        save_state(ckpt, syn, chunks[ci], ci + 1, 0, None, None, matchers, gen)
+        save_state(ckpt, syn, chunks[ci], ci + 1, 0, None, None, matchers, gen, history)
     progress.close()
     for m in matchers:
         m.remove()
@@ -446,4 +455,6 @@ def condense(ctx: Context) -> CondensedSet:
     attrs.update(networks=networks, init=init, class_wise=class_wise, match_modules=s["match_modules"],
                  hflip=step.hflip.mode, iterations=iters, batch=bsz,
                  chunks=len(chunks), final_loss={name: float(v) for name, v in last.items()})
-    return CondensedSet(clips=clips, labels=labels, source_video=np.asarray(source, np.int64), attrs=attrs)
+    rows = torch.stack(history).double().cpu().numpy() if history else np.zeros((0, len(HISTORY)))
+    return CondensedSet(clips=clips, labels=labels, source_video=np.asarray(source, np.int64), attrs=attrs,
+                        history={name: rows[:, i] for i, name in enumerate(HISTORY)})
