@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 STAGES = {
@@ -28,6 +29,12 @@ STAGES = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("VDC_JOBSERVER") and argv and argv[0] in STAGES and argv[0] != "gpu-lease":
+        from vdc.jobserver import run_remote
+
+        status = run_remote(argv)  # the stage in a child of the local job server (vdc/jobserver.py)
+        if status is not None:
+            return status
     epilog = "stages:\n" + "\n".join(f"  {k:<10} {v[1]}" for k, v in STAGES.items())
     top = argparse.ArgumentParser(prog="python -m vdc", description="vdc: video action dataset condensation",
                                   epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -58,6 +58,16 @@ VDC = "python -m vdc" if _uses_conda() else f"{shlex.quote(sys.executable)} -m v
 # job. Cluster profiles set `gpu` per rule themselves (profiles/slurm).
 GPU = 0 if config["device"] == "cpu" or (config["device"] == "auto" and not local_gpus_present()) else 1
 
+# jobserver: true -> the jobs' `python -m vdc` run in children of one local job server that has imported
+# torch once (vdc/jobserver.py); the jobs find it through this environment variable, so the shell commands
+# (and what Snakemake reruns) do not change with the switch.
+if config["jobserver"]:
+    from vdc.jobserver import ENV as _JOBSERVER_ENV, socket_path as _jobserver_socket
+
+    os.environ[_JOBSERVER_ENV] = _jobserver_socket()
+else:
+    os.environ.pop("VDC_JOBSERVER", None)
+
 # GPU stages start through GPU_RUN: it leases a free GPU per job on a multi-GPU machine
 # (vdc/gpulease.py) and is a plain pass-through under SLURM or without GPUs.
 GPU_RUN = f"{VDC} gpu-lease --"
