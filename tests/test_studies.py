@@ -94,8 +94,10 @@ def test_table7_and_the_main_tables():
     fig4 = runs(cfg, "figure4")
     assert len(fig4) == 4 * 2 * 3 * 2 and runs(cfg, "label_curves") <= fig4
     # the main tables follow each method's own temporal setting unless study.temporal says one for all
-    assert {r.temporal for r in fig4 if r.method == "edc"} == {"tc16-sliding-none"}
-    one = config(study={"temporal": "tc8-naive-none"})
+    assert {r.temporal for r in fig4 if r.method == "edc"} == {"tc8-naive-none"}   # EDC's default: T_c 8
+    own = config(methods={"edc": {"temporal": "tc16-sliding-none"}})
+    assert {r.temporal for r in runs(own, "figure4") if r.method == "edc"} == {"tc16-sliding-none"}
+    one = config(methods={"edc": {"temporal": "tc16-sliding-none"}}, study={"temporal": "tc8-naive-none"})
     assert {r.temporal for n in ("table8", "table9", "table11", "figure4", "table7") for r in runs(one, n)} == \
         {"tc8-naive-none"}
 
@@ -126,7 +128,11 @@ def test_config_mistakes_name_the_study_and_the_fix():
     with pytest.raises(ConfigError, match=r"study table2.*edc_dagger.*class_wise: false"):
         spec(cfg, "table2")
     assert any("table3" in line for line in check(cfg))
-    cfg = config(study={"edc_networks": []})
+    with pytest.raises(ConfigError, match=r"study table2.*edc_dagger"):   # validation says it up front
+        validate_config(cfg)
+    with pytest.raises(ConfigError, match="study.edc_networks is empty"):
+        config(study={"edc_networks": []})
+    cfg = config(study={"edc_networks": [], "tables": ["table8"]})
     with pytest.raises(ConfigError, match="study.edc_networks is empty"):
         spec(cfg, "table7")
     with pytest.raises(ConfigError, match="no study"):

@@ -125,6 +125,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
     _raise(source, [_error_line(e) for e in errors])
     _raise(source, _fill_toy(config, schema))
     _raise(source, _check_references(config) + _check_methods(config, schema) + _check_overrides(config, schema))
+    from vdc import studies  # (imports this module)
+
+    _raise(source, studies.check(config))
     _raise(source, [f"  {line}" for ds in config["datasets"] for line in _cross_checks(config, ds)])
     return config
 
@@ -233,8 +236,12 @@ def _check_overrides(cfg: dict, schema: dict) -> list[str]:
 
 
 def study_methods(cfg: dict) -> list[str]:
-    """The methods (and variants) the study runs."""
-    return list(dict.fromkeys([*cfg["study"]["methods"], *cfg["study"]["edc_networks"]]))
+    """The methods (and variants) the study runs: study.methods, study.edc_networks and every method the
+    default studies (study.tables) condense with."""
+    from vdc import studies  # (imports this module)
+
+    return list(dict.fromkeys([*cfg["study"]["methods"], *cfg["study"]["edc_networks"],
+                               *(m for m in studies.study_methods(cfg) if m != "full")]))
 
 
 def _range(where: str, pair, what: str = "range") -> list[str]:

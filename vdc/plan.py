@@ -394,7 +394,8 @@ def _evaluate_ops(out: JobOps, cfg: dict, dataset: str, wc: dict, f: dict, ds: d
     K, M = f["classes"], f["test"]
     method, ipc = wc["method"], int(wc["ipc"])
     n_c = f["train"] if method_settings(cfg, dataset, method, ipc)["base"] == "full" else ipc * K
-    batch = int(ds["base_batch"]) * ipc
+    per_class = ipc if ipc else max(1, round(n_c / K))  # IPC 0: every training clip (vdc/evaluate.py)
+    batch = int(ds["base_batch"]) * per_class
     clip_len, size = ds["clip_len"], ds["input_size"]
     key = _net({arch: s["model"]}, arch, clip_len, size)
     out.ops += _steps("train", n_c, batch, key, ev["epochs"])

@@ -116,12 +116,13 @@ def eval_set(eval_json: str | Path) -> tuple[str, str, str]:
 # ------------------------------------------------------------------------------------ condensed sets
 
 def centre_window(length: int, t_c: int, interval: int) -> np.ndarray:
-    """Frame indices of a video's centre window of t_c frames at ``interval`` (floor(L / t_c) when the
-    video is shorter; looping when it has fewer than t_c frames) — the test clip's rule, for display."""
-    iv = interval if length >= t_c * interval else max(length // t_c, 1)
-    span = (t_c - 1) * iv + 1
-    start = max((length - span) // 2, 0)
-    return (start + iv * np.arange(t_c)) % max(length, 1)
+    """Source-frame indices of a video's centre window of t_c frames: the test clip's rule
+    (``vdc.data.clips.center_frame_indices``, the reference's) in numpy, for display: interval
+    ``interval``, or floor(L / t_c) when the video is shorter; start R // 2 - 1 (at least 0) with
+    R = L - (t_c - 1) * interval; never wraps."""
+    iv = interval if length >= t_c * interval else length // t_c
+    start = max((length - (t_c - 1) * iv) // 2 - 1, 0)
+    return start + iv * np.arange(t_c)
 
 
 class FramesIndex:

@@ -9,7 +9,8 @@ Recipe (study.md section 3; every value from ``settings["teacher"]``):
 * learning rate lr * f(i) at iteration i (epoch e = i // iters_per_epoch):
   f(i) = w(i) * gamma ** #{milestones m : e >= m},
   w(i) = s + (1 - s) * min(1, i / (warmup_epochs * iters_per_epoch)), s = warmup_start_factor (0.1),
-  i.e. a per-iteration linear warm-up x0.1 -> x1, then x gamma (0.1) at each milestone (90, 130);
+  i.e. a per-iteration linear warm-up x0.1 -> x1, then x gamma (0.1) at each milestone (100, 140: the
+  reference's mmengine MultiStepLR(begin=10, milestones=[90, 130]) counts from its begin epoch);
 * batch of ``batch`` videos, reshuffled every epoch (last batch may be smaller); one clip per video:
   a random window of clip_len (8) frames at clip_interval (8) (floor(L/8) for short videos),
   RandomResizedCrop(area scale 0.08-1, ratio 3/4-4/3) + the dataset's flip (``hflip``: a flipped clip
