@@ -15,8 +15,10 @@ from vdc.train.teacher import train_teacher
 
 torch.set_num_threads(1)
 
-ON = {"bf16": True, "channels_last_3d": True, "fused_optimizer": True, "tf32": True, "datm_bf16": True}
-OFF = {"bf16": False, "channels_last_3d": False, "fused_optimizer": False, "tf32": False, "datm_bf16": False}
+ON = {"bf16": True, "channels_last_3d": True, "fused_optimizer": True, "tf32": True, "datm_bf16": True,
+      "cpu_channels_last_3d": False}
+OFF = {"bf16": False, "channels_last_3d": False, "fused_optimizer": False, "tf32": False, "datm_bf16": False,
+       "cpu_channels_last_3d": False}
 
 
 def test_every_switch_is_off_on_the_cpu_and_the_backends_are_untouched(tiny_config):
@@ -126,6 +128,24 @@ def test_cpu_teacher_is_bit_identical_with_the_fast_paths_on_or_off(tiny_config,
     a = torch.load(tmp_path / "on.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "off.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cpu_channels_last_is_deterministic_and_close_to_the_contiguous_path(tiny_config, frames_file, tmp_path):
+    """performance.cpu_channels_last_3d (the toy config's speed switch): the network really runs in
+    channels_last_3d, two runs give the same weights, and they differ from the contiguous path only by
+    float rounding."""
+    s = stage_settings(tiny_config(performance={"cpu_channels_last_3d": True}), "teacher", "tiny", arch="minic3d")
+    a = setup_backends(s, torch.device("cpu"))
+    net = a.prepare(create_model("minic3d", 3, width=0.125))
+    assert a.channels_last and net.features[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    runs = {}
+    for name, settings in (("cl1", s), ("cl2", s),
+                           ("plain", stage_settings(tiny_config(), "teacher", "tiny", arch="minic3d"))):
+        train_teacher(frames_file, tmp_path / f"{name}.pt", tmp_path / f"{name}.json", settings, workdir=tmp_path / name)
+        runs[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(runs["cl1"][k], runs["cl2"][k]) for k in runs["cl1"])
+    for k, v in runs["plain"].items():
+        torch.testing.assert_close(runs["cl1"][k].float(), v.float(), rtol=1e-3, atol=1e-4)
 
 
 def test_test_accuracy_counts_hits_as_before():

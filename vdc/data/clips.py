@@ -64,7 +64,7 @@ def train_frame_indices(lengths: torch.Tensor, clip_len: int = 8, interval: int 
     One uniform draw per video from ``generator``. lengths [B] -> long [B, clip_len]."""
     lengths = lengths.long()
     room = window_room(lengths, clip_len, interval).clamp(min=1)
-    u = torch.rand(lengths.shape, generator=generator, device="cpu").to(lengths.device)
+    u = torch.rand(lengths.shape, generator=generator, device="cpu").to(lengths.device, non_blocking=True)
     start = (u * room).long().clamp(max=room - 1)
     return window_indices(lengths, start, clip_len, interval)
 
@@ -104,10 +104,10 @@ def condensed_frame_indices(batch: int, t_c: int, clip_len: int, sampling: str,
         return torch.arange(t_c, device=device).expand(batch, t_c)
     if sampling == "segment":
         nseg = t_c // clip_len
-        seg = torch.randint(nseg, (batch,), generator=generator).to(device)
+        seg = torch.randint(nseg, (batch,), generator=generator).to(device, non_blocking=True)
         return seg.unsqueeze(1) * clip_len + torch.arange(clip_len, device=device)
     if sampling == "sliding":
-        start = torch.randint(t_c - clip_len + 1, (batch,), generator=generator).to(device)
+        start = torch.randint(t_c - clip_len + 1, (batch,), generator=generator).to(device, non_blocking=True)
         return start.unsqueeze(1) + torch.arange(clip_len, device=device)
     raise ValueError(f"unknown temporal sampling '{sampling}' (naive, segment, sliding)")
 
@@ -184,7 +184,7 @@ def crop_resize(clips: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch
     ys = y0.unsqueeze(1) + lin.unsqueeze(0) * bh.unsqueeze(1)  # [B, size]
     xs = x0.unsqueeze(1) + lin.unsqueeze(0) * bw.unsqueeze(1)
     if flip is not None:
-        xs = torch.where(flip.to(dev).unsqueeze(1), xs.flip(1), xs)
+        xs = torch.where(flip.to(dev, non_blocking=True).unsqueeze(1), xs.flip(1), xs)
     gy = ys / h * 2 - 1
     gx = xs / w * 2 - 1
     grid = torch.stack(torch.broadcast_tensors(gx.unsqueeze(1), gy.unsqueeze(2)), dim=-1)  # [B, size, size, 2]
@@ -264,7 +264,7 @@ class HFlip:
         """Which of n clips to flip: bool [n]. Takes n uniforms from ``generator`` in every mode."""
         u = torch.rand(n, generator=generator)
         flipped = u < self.p if self.mode != "off" else torch.zeros(n, dtype=torch.bool)
-        return flipped.to(device)
+        return flipped.to(device, non_blocking=True)
 
     def labels(self, y: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
         """Hard labels [B] of the views: the paired class where a clip was flipped (mode map)."""
@@ -291,7 +291,7 @@ def crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4
     n = 1 if shared else b
     boxes = sample_resized_crop_boxes(n, h, w, scale, ratio, generator).expand(b, 4)
     flipped = (hflip or HFlip("on")).draw(n, generator).expand(b)
-    return crop_resize(clips, boxes, size, flipped), flipped.to(clips.device)
+    return crop_resize(clips, boxes, size, flipped), flipped.to(clips.device, non_blocking=True)
 
 
 def random_resized_crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
@@ -342,7 +342,7 @@ def cutmix(x: torch.Tensor, alpha: float = 1.0, generator: torch.Generator | Non
     batch. Returns (mixed x, permutation, lam) with lam = kept fraction of the original."""
     b, _, _, h, w = x.shape
     lam = _beta(alpha, generator)
-    perm = torch.randperm(b, generator=generator).to(x.device)
+    perm = torch.randperm(b, generator=generator).to(x.device, non_blocking=True)
     cut = math.sqrt(1 - lam)
     ch, cw = int(h * cut), int(w * cut)
     cy = int(torch.randint(h, (1,), generator=generator))
