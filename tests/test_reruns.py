@@ -152,7 +152,9 @@ def test_editing_an_evaluation_network_reruns_only_its_jobs(workflow):
     root, env, pkg = workflow
     jobs = planned_after_edit(root, env, pkg / "models" / "i3d.py")
     assert evaluated(jobs) == {("random", "i3d_r18-hard"), ("random", "i3d_r18-multisl")}
-    assert {r for r, _ in jobs} == {"evaluate"}
+    # ... and the I3D teacher that labels the I3D student (evaluate.labeler_arch: student), nothing else
+    assert {r for r, _ in jobs} == {"evaluate", "teacher"} and jobs_of(jobs, "teacher") == [
+        "results/teachers/toy/i3d_r18.pt"]
 
 
 def test_editing_the_evaluation_protocol_reruns_every_evaluation(workflow):
