@@ -29,9 +29,10 @@ from vdc.config import stage_settings
 
 VDC_PACKAGE = Path(vdc.__file__).resolve().parent
 
-# Modules that carry no computation of their own: the CLI and config plumbing. Their effect on a
-# job reaches it through the `settings` param already (a changed default changes the settings).
-CODE_PLUMBING = {"vdc", "vdc.__main__", "vdc.cli", "vdc.config"}
+# Modules that carry no computation of their own: the CLI and config plumbing (their effect on a job
+# reaches it through the `settings` param already: a changed default changes the settings), this
+# fingerprinting, progress lines and the job server. Editing them reruns nothing.
+CODE_PLUMBING = {"vdc", "vdc.__main__", "vdc.cli", "vdc.config", "vdc.fingerprint", "vdc.progress", "vdc.jobserver"}
 
 
 def _module_file(name):
