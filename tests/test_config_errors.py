@@ -27,7 +27,7 @@ def raw_default() -> dict:
     that every level of the schema is present."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["datasets"]["toy"]["method_overrides"] = {"rded": {"mipc": 12, "ipc": {5: {"mipc": 14}}}}
-    cfg["datasets"]["toy"]["stage_overrides"] = {"evaluate": {"epochs": 22}, "teacher": {"epochs": 34},
+    cfg["datasets"]["toy"]["stage_overrides"] = {"evaluate": {"epochs": 64}, "teacher": {"epochs": 34},
                                                  "experts": {"epochs": 4}}
     return cfg
 
@@ -68,8 +68,8 @@ MISTAKES = [
      ["methods.edc_x.base", "'edcc' is not a method"]),
     ("a variant with a bad key", lambda c: c["methods"].update(edc_y={"base": "edc", "iters": 3}),
      ["methods.edc_y", "'iters'", "did you mean 'iterations'"]),
-    ("late epochs beyond the run", lambda c: c["evaluate"].update(late_epochs=[14, 25]),
-     ["evaluate.late_epochs", "[25]"]),
+    ("late epochs beyond the run", lambda c: c["evaluate"].update(late_epochs=[14, 75]),
+     ["evaluate.late_epochs", "[75]"]),
     ("milestone beyond the run", lambda c: c["teacher"].update(milestones=[500]), ["teacher.milestones", "[500]"]),
     ("unknown model section", lambda c: c["models"].update(c3d={"width": 0.5}), ["models", "'c3d'"]),
     ("unknown dataset key", lambda c: c["datasets"]["toy"].update(input_sizes=48), ["datasets.toy", "'input_sizes'"]),

@@ -32,6 +32,9 @@ def test_one_model_list_everywhere():
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     assert sorted(schema["definitions"]["arch"]["enum"]) == list_models()
     assert set(M.DISPLAY_NAMES) == set(list_models())
+    from vdc.studies import ARCH_NAMES   # the tables' copy (vdc.studies must not import torch)
+
+    assert ARCH_NAMES == M.DISPLAY_NAMES
     for name in list_models():
         net = create_model(name, 5, width=0.0625)
         assert name in M._REGISTRY and net(torch.zeros(1, 3, 8, 48, 48)).shape == (1, 5), name

@@ -27,10 +27,11 @@ def tiny_config() -> dict:
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     ds = cfg["datasets"]["toy"]
     ds["toy"].update(classes=3, train_per_class=3, test_per_class=2, min_frames=16, max_frames=24)
-    cfg["study"].update(methods=METHODS, ipc=[1], seeds=[0], cross_arch=["minic3d", "slowonly_r18"])
+    cfg["study"].update(methods=METHODS, ipc=[1], seeds=[0], cross_arch=["minic3d", "slowonly_r18"],
+                        tables=["table8", "table9", "table11", "figure4", "label_curves"])
     cfg["teacher"].update(epochs=1, warmup_epochs=0, milestones=[], eval_every=1)
     cfg["experts"].update(num_experts=1, epochs=2, keep_epochs=2)
-    cfg["evaluate"].update(epochs=2, late_epochs=[0, 1])
+    cfg["evaluate"].update(epochs=2, late_epochs=[0, 1], test_every=1, checkpoint_every=1)
     cfg["methods"]["rded"].update(mipc=3, clips_per_video=2)
     cfg["methods"]["edc"].update(iterations=2, batch=3)
     cfg["methods"]["datm"].update(iterations=2, syn_steps=2, batch_syn=3, expert_epochs=1,

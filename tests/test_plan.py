@@ -146,7 +146,8 @@ def test_compare_reads_snakemake_benchmark_files(tmp_path):
 def test_costs_bench_measures_an_ops_list_into_a_file_the_plan_reads(tmp_path):
     ops = {"format": "vdc-ops-1", "studies": [["test"]], "performance": {"bf16": True, "channels_last_3d": True,
                                                                         "fused_optimizer": True, "tf32": True,
-                                                                        "datm_bf16": False},
+                                                                        "datm_bf16": False,
+                                                                        "cpu_channels_last_3d": False},
            "deterministic": True, "toy": None, "datm": [],
            "groups": [{"op": "train", "key": {"arch": "minic3d", "width": 0.125, "frames": 8, "size": 48},
                        "batches": [2, 4], "storage": [52, 56], "classes": 3, "clip_interval": 1},

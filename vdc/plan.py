@@ -304,7 +304,7 @@ def job_ops(job: Job, cfg: dict, facts: dict) -> JobOps:
     clip_len, size = ds["clip_len"], ds["input_size"]
     test_clip_bytes = f["test"] * 3 * clip_len * size * size
     K, N, M = f["classes"], f["train"], f["test"]
-    out.bank_limit = ds["bank_gb"] * 1e9 if ds.get("bank_gb") is not None else None
+    out.bank_limit = ds["bank_gb"] * 1e9 if ds["bank_gb"] is not None else None
     if stage == "extract":
         threads = 4  # the extract rule's threads (workflow/rules/data.smk)
         out.ops.append(Op("extract_video", {"source_frames": f["source_frames"] or f["frames"]}, (N + M) / threads))

@@ -47,10 +47,13 @@ STUDIES = ("table2", "table3", "table4", "table5", "table6", "table7", "table8",
 ABLATIONS = ("table2", "table3", "table4", "table5", "table6", "table7", "table10")
 
 METHOD_NAMES = {"full": "Full data", "random": "Random", "herding": "Herding", "rded": "RDED", "edc": "EDC",
-                "datm": "DATM", "edc_dagger": "EDC†"}
+                "datm": "DATM", "edc_dagger": "EDC†",
+                "herding_argmax": "Herding (DeepCore argmax)"}
 # Table 8's rows in the paper's order; None = a method vdc does not run (numbers of Wang et al.)
 PAPER_ROWS = [("random", "Random"), ("herding", "Herding"), ("rded", "RDED"), (None, "DM†"), (None, "MTT†"),
               (None, "FRePo†"), ("edc", "EDC"), ("datm", "DATM")]
+# = vdc.models.DISPLAY_NAMES (tests/test_models.py); a copy because this module must not import torch
+# (the workflow imports it in every snakemake invocation).
 ARCH_NAMES = {"minic3d": "MiniC3D", "minic3d_in": "MiniC3D-IN", "r2plus1d_r18": "R(2+1)D", "i3d_r18": "I3D",
               "slowonly_r18": "SlowOnly"}
 TABLE7_ARCHS = ["minic3d", "r2plus1d_r18", "i3d_r18", "slowonly_r18"]

@@ -25,7 +25,15 @@ def main(argv=None) -> int:
     mod = importlib.import_module(f"vdc.bench.{ns.name}")
     p = argparse.ArgumentParser(prog=f"python -m vdc.bench {ns.name}", description=BENCHES[ns.name])
     mod.add_arguments(p)
-    return int(mod.main(p.parse_args(argv[1:])) or 0)
+    from vdc.errors import UserError, debug_enabled
+
+    try:
+        return int(mod.main(p.parse_args(argv[1:])) or 0)
+    except UserError as exc:  # a bad input file or setting: one line, as python -m vdc prints it
+        if debug_enabled():
+            raise
+        print(f"vdc.bench {ns.name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

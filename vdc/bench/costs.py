@@ -300,6 +300,12 @@ def main(a: argparse.Namespace) -> int:
         return 0
     set_threads(a.threads)
     device = get_device(a.device)
+    perf_keys = {"bf16", "channels_last_3d", "fused_optimizer", "tf32", "datm_bf16", "cpu_channels_last_3d"}
+    if a.ops and perf_keys - set(ops["performance"]):
+        from vdc.errors import InputError
+
+        raise InputError(f"{a.ops}: its performance section lacks {sorted(perf_keys - set(ops['performance']))} "
+                         "(written by an older vdc); rewrite it with python -m vdc.bench costs --list-ops FILE")
     accel = Accel.from_settings({"performance": ops["performance"]}, device)
     if device.type == "cuda" and not ops["deterministic"]:
         torch.backends.cudnn.benchmark = True

@@ -66,9 +66,8 @@ def _overrides(size: dict, root: Path, tiny: bool) -> dict:
     if tiny:
         o["models"] = {a: {"width": size["width"] / (2 if a == "r2plus1d_r18" else 1)}
                        for a in ("minic3d", "minic3d_in", "r2plus1d_r18", "i3d_r18", "slowonly_r18")}
-        o["evaluate"] = {"test_batch": 8, "threads": 1}
-        o["teacher"] = {"threads": 1}
-        o["experts"] = {"threads": 1}
+        o["evaluate"] = {"test_batch": 8}
+        o["threads"] = {"teacher": 1, "experts": 1, "stats": 1, "condense": 1, "evaluate": 1}
     return o
 
 
