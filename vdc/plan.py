@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -433,7 +432,7 @@ class Costs:
         if data.get("format") != "vdc-costs-1":
             raise ConfigError(f"{path}: not a vdc bench file (format vdc-costs-1); write one with "
                               f"python -m vdc.bench costs --configfile CONFIG --out {path}")
-        self.data, self.path = data, path
+        self.path = path
         self.device, self.source = data.get("device", "?"), data.get("source", "?")
         self._by_key = defaultdict(list)
         for e in data["entries"]:
@@ -459,10 +458,11 @@ class Costs:
     def _rows(self, op: str, key: dict) -> tuple[list[dict], float]:
         """The entries of the operation's group and a time factor: 1, or frames / frames' of the nearest
         clip length measured for the same op, arch, width and size (3-D networks: cost ~ frames)."""
-        rows = self._by_key.get(self._group({"op": op, **key}), [])
+        group = self._group({"op": op, **key})
+        rows = self._by_key.get(group, [])
         if rows or op == "datm":
             return rows, 1.0
-        other = [g for g in self._by_key if g[:3] == self._group({"op": op, **key})[:3] and g[4] == key.get("size")
+        other = [g for g in self._by_key if g[:3] == group[:3] and g[4] == key.get("size")
                  and g[3] and key.get("frames")]
         if not other:
             return [], 1.0
@@ -525,7 +525,6 @@ def _interpolate(rows: list[dict], b: int) -> tuple[float, float | None]:
 @dataclass
 class JobEstimate:
     rule: str
-    wildcards: dict
     seconds: float
     peak_bytes: float
     host: bool
@@ -535,7 +534,7 @@ class JobEstimate:
 def estimate_job(j: JobOps, costs: Costs) -> JobEstimate:
     host = j.rule not in DEVICE_RULES
     if not j.runs:
-        return JobEstimate(j.rule, j.wildcards, 0.0, 0.0, host, True)
+        return JobEstimate(j.rule, 0.0, 0.0, host, True)
     startup = costs.scalar("startup", "seconds")
     complete = startup is not None
     secs = startup or 0.0
@@ -562,7 +561,7 @@ def estimate_job(j: JobOps, costs: Costs) -> JobEstimate:
         secs += op.count * t
         step_peak = max(step_peak, m or 0.0)
     peak = 0.0 if host else resident + j.param_bytes + step_peak
-    return JobEstimate(j.rule, j.wildcards, secs, peak, host, complete)
+    return JobEstimate(j.rule, secs, peak, host, complete)
 
 
 def summarise(estimates: list[JobEstimate]) -> dict:

@@ -33,7 +33,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,58 +44,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vdc.accel import Accel
+from vdc.accel import Accel, setup_backends
+from vdc.bench.timing import SavedBytes, sync, timed
 from vdc.utils import get_device, set_threads, write_json
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def timed_peak(fn, steps: int, warmup: int, device) -> tuple[float, float | None]:
+    """(median seconds of fn() over ``steps`` runs after ``warmup`` (:func:`vdc.bench.timing.timed`), CUDA peak
+    bytes of the timed runs above what was allocated before them, or None)."""
+    base = []
 
-
-def timed(fn, steps: int, warmup: int, device) -> tuple[float, float | None]:
-    """(median seconds of fn() over ``steps`` runs after ``warmup``, CUDA peak bytes above the start or None)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    base = None
-    if device.type == "cuda":
+    def reset():
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() - base if base is not None else None
-    return statistics.median(times), peak
+        base.append(torch.cuda.memory_allocated())
 
-
-class SavedBytes:
-    """Bytes autograd saves for backward inside the context (distinct storages): the CPU's activation estimate."""
-
-    def __init__(self):
-        self.seen: dict[int, int] = {}
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, t):
-        try:
-            self.seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        except RuntimeError:
-            pass
-        return t
-
-    def __enter__(self):
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
-
-    @property
-    def total(self) -> int:
-        return sum(self.seen.values())
+    seconds = timed(fn, steps, device, warmup, before=reset if device.type == "cuda" else None)
+    return seconds, (torch.cuda.max_memory_allocated() - base[0] if base else None)
 
 
 def random_bank(n: int, frames: int, storage, classes: int, device):
@@ -136,12 +99,11 @@ def measure_train(key: dict, batch: int, storage, classes: int, clip_interval: i
         loss.backward()
         opt.step()
 
-    seconds, peak = timed(step, steps, warmup, dev)
+    seconds, peak = timed_peak(step, steps, warmup, dev)
     if peak is None:  # CPU: activations saved for backward + gradients and two moments
         with SavedBytes() as saved:
             x = loop.train_batch(bank, videos, ds, gen)
-            loss = F.cross_entropy(model(x), bank.labels[videos])
-        loss.backward()
+            F.cross_entropy(model(x), bank.labels[videos])  # counted as autograd saves it: no backward needed
         peak = saved.total + 3 * 4 * sum(p.numel() for p in model.parameters())
     return {"seconds": seconds, "peak_bytes": peak, "storage": list(storage)}
 
@@ -159,7 +121,7 @@ def measure_forward(key: dict, batch: int, classes: int, accel: Accel, steps: in
         with accel.autocast():
             model(x).float()
 
-    seconds, peak = timed(fwd, steps, warmup, dev)
+    seconds, peak = timed_peak(fwd, steps, warmup, dev)
     return {"seconds": seconds, "peak_bytes": peak}
 
 
@@ -187,10 +149,10 @@ def measure_load(device, mib: int = 64) -> float:
         write_frames(path, videos, [0] * n, [0] * n, ["c"])
         with Frames(path) as fr:
             load_bank(fr, "train", device)  # warm the page cache, as a job reading a recent file finds it
-            _sync(device)
+            sync(device)
             t = time.perf_counter()
             load_bank(fr, "train", device)
-            _sync(device)
+            sync(device)
             secs = time.perf_counter() - t
     return n * 32 * 128 * 170 * 3 / secs
 
@@ -306,9 +268,8 @@ def main(a: argparse.Namespace) -> int:
 
         raise InputError(f"{a.ops}: its performance section lacks {sorted(perf_keys - set(ops['performance']))} "
                          "(written by an older vdc); rewrite it with python -m vdc.bench costs --list-ops FILE")
-    accel = Accel.from_settings({"performance": ops["performance"]}, device)
-    if device.type == "cuda" and not ops["deterministic"]:
-        torch.backends.cudnn.benchmark = True
+    # the jobs' process-wide switches (TF32, cuDNN autotuning unless deterministic) and their Accel
+    accel = setup_backends({"performance": ops["performance"], "deterministic": ops["deterministic"]}, device)
     memory = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     out = {"format": "vdc-costs-1", "device": device_name(device), "torch": torch.__version__, "device_memory_bytes": memory,

@@ -26,17 +26,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
-import statistics
 import time
 
 import torch
 
 from vdc.accel import Accel
+from vdc.bench.timing import sync, timed
 from vdc.condense.trajectory import FlatModel, InnerLoop, SavedTensorMeter, match, plan_steps
 from vdc.models import create_model
 from vdc.utils import get_device, write_json
-
-GIB = 2 ** 30
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,11 +53,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--json", help="also write the figures here")
-
-
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
 
 
 class Problem:
@@ -94,22 +87,21 @@ def run_case(prob: Problem, steps: int, mode: str, repeats: int, accel: Accel | 
     """Median seconds of one outer iteration and its memory (module docstring)."""
     dev = prob.device
     plans = prob.plans(steps)
-    prob.run(plans, mode, accel)  # warm-up
-    times = []
-    _sync(dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    for _ in range(repeats):
-        _sync(dev)
-        t = time.perf_counter()
-        with SavedTensorMeter() as meter:
+    prob.run(plans, mode, accel)  # warm-up (without the meter)
+    last = {}
+
+    def metered():
+        with SavedTensorMeter() as last["meter"]:
             prob.run(plans, mode, accel)
-        _sync(dev)
-        times.append(time.perf_counter() - t)
+
+    def reset():
+        torch.cuda.reset_peak_memory_stats()
+        last["base"] = torch.cuda.memory_allocated()
+
+    seconds = timed(metered, repeats, dev, warmup=0, before=reset if dev.type == "cuda" else None)
     stored = steps * prob.theta0.numel() * prob.theta0.element_size() if mode == "recompute" else 0
-    out = {"time_s": statistics.median(times), "saved_bytes": meter.peak + stored}
-    out["peak_bytes"] = torch.cuda.max_memory_allocated() - base if dev.type == "cuda" else out["saved_bytes"]
+    out = {"time_s": seconds, "saved_bytes": last["meter"].peak + stored}
+    out["peak_bytes"] = torch.cuda.max_memory_allocated() - last["base"] if dev.type == "cuda" else out["saved_bytes"]
     return out
 
 
@@ -120,7 +112,7 @@ def datm_iteration(arch: str, width: float, classes: int, size: int, frames: int
     if arch != "minic3d_in":
         raise ValueError(f"the DATM bench runs MiniC3D-IN (experts.arch), not {arch}")
     prob = Problem(width, classes, size, frames, batch_syn, accel.device)
-    r = run_case(prob, syn_steps, memory, repeats, accel if accel.bf16 else None)
+    r = run_case(prob, syn_steps, memory, repeats, accel)  # Accel.autocast: a null context when bf16 is off
     r["peak_bytes"] += (prob.clips.numel() + prob.labels.numel() + 3 * prob.theta0.numel()) * 4
     return r
 
@@ -148,7 +140,7 @@ def agreement(a: argparse.Namespace, dev) -> list[dict]:
         torch.use_deterministic_algorithms(True, warn_only=True)
     t = time.perf_counter()
     ref = ref_prob.run(plans, "naive")
-    _sync(dev)
+    sync(dev)
     ref_time = time.perf_counter() - t
     prob = Problem(a.width, a.classes, a.size, a.frames, a.batch_syn, dev, torch.float32)
     bf16 = Accel(dev, bf16=True)
@@ -163,10 +155,10 @@ def agreement(a: argparse.Namespace, dev) -> list[dict]:
         if cuda:
             set_tf32(use_tf32)
             torch.use_deterministic_algorithms(not use_tf32 and accel is None, warn_only=True)
-        _sync(dev)
+        sync(dev)
         t = time.perf_counter()
         r = prob.run(plans, mode, accel)
-        _sync(dev)
+        sync(dev)
         rows.append({"variant": name, "mode": mode, "time_s": time.perf_counter() - t,
                      "clips": _rel(r.grad_clips, ref.grad_clips), "labels": _rel(r.grad_labels, ref.grad_labels),
                      "alpha": _rel(r.grad_alpha, ref.grad_alpha)})

@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import time
 
 import numpy as np
 import torch
 
 from vdc.accel import Accel
+from vdc.bench.timing import SavedBytes, timed
 from vdc.data import clips as C
 from vdc.condense.edc import StatMatcher, StepSettings, edc_step
 from vdc.formats.stats import (MATCH, ConvStats, EDCStats, LayerStats, channel_moments, hooked_modules,
@@ -89,24 +89,6 @@ def _stats_from(net, k: int, x: torch.Tensor) -> EDCStats:
     return EDCStats(layers=layers, attrs={"num_clips": k})
 
 
-class _SavedBytes:
-    """Bytes of the distinct tensor storages autograd saves for backward inside the context."""
-
-    def __init__(self):
-        self.seen: dict[int, int] = {}
-
-    def pack(self, t):
-        try:
-            self.seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        except RuntimeError:
-            pass
-        return t
-
-    @property
-    def total(self) -> int:
-        return sum(self.seen.values())
-
-
 def measure_step(arch: str, width: float, classes: int, size: int, frames: int, t_c: int, batch: int, accel: Accel,
                  iters: int = 5, warmup: int = 2, seed: int = 0, match: str = "bn_conv") -> dict:
     """One EDC iteration of ``batch`` synthetic videos on network ``arch``: {seconds (median), peak_bytes
@@ -132,25 +114,12 @@ def measure_step(arch: str, width: float, classes: int, size: int, frames: int, 
     def step():
         edc_step(x, y, net, matcher, opt, 0.05, cfg, g)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    saved = _SavedBytes()
-    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+    seconds = timed(step, iters, device, warmup)
+    with SavedBytes() as saved:
         step()
     matcher.remove()
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else saved.total
-    return {"seconds": statistics.median(times), "peak_bytes": peak, "saved_bytes": saved.total,
+    return {"seconds": seconds, "peak_bytes": peak, "saved_bytes": saved.total,
             "params": sum(p.numel() for p in net.parameters())}
 
 

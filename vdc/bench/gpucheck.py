@@ -150,7 +150,7 @@ def evaluation(size: dict, root: Path, config: str, tiny: bool) -> dict:
 
 def smoke(size: dict, root: Path, config: str, tiny: bool) -> dict:
     from vdc.__main__ import main as vdc
-    from vdc.config import PATHS, eval_path
+    from vdc.config import PATHS, eval_path, labeler_arch
 
     o = _overrides(size, root, tiny)
     o["study"] = {"datasets": ["ucf101"], "ipc": [1], "seeds": [0]}
@@ -198,8 +198,7 @@ def smoke(size: dict, root: Path, config: str, tiny: bool) -> dict:
                                               "--method", method, "--ipc", "1", "--seed", "0", *conf]))
     evals = [(m, "minic3d") for m in sets] + [("random", a) for a in ("r2plus1d_r18", "i3d_r18", "slowonly_r18")]
     for method, arch in evals:
-        lab_arch = cfg["evaluate"]["labeler_arch"]
-        lab_arch = arch if lab_arch == "student" else lab_arch
+        lab_arch = labeler_arch(cfg, "ucf101", arch)
         if lab_arch != teacher and not any(s[0] == f"teacher {lab_arch}" for s in stages):
             stages.insert(1, (f"teacher {lab_arch}", ["teacher", "--frames", str(frames), "--out", p("teacher", arch=lab_arch),
                                                       "--metrics", p("teacher_metrics", arch=lab_arch), "--arch", lab_arch, *conf]))

@@ -25,8 +25,6 @@ at B = 256). Networks are freshly initialised (no files needed); student and lab
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import numpy as np
@@ -34,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from vdc.accel import Accel
+from vdc.bench.timing import timed
 from vdc.condensed import CondensedSet
 from vdc.data.frames import VideoBank
 from vdc.evaluate import CondensedClips, Protocol
@@ -41,6 +40,7 @@ from vdc.models import create_model
 from vdc.train import loop
 from vdc.utils import get_device, set_threads, write_json
 
+WARMUP = 2  # warm-up steps before each measurement (module docstring)
 VARIANTS = {"fp32": {}, "bf16": {"bf16": True}, "bf16_cl": {"bf16": True, "channels_last": True, "fused": True}}
 
 
@@ -62,21 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     p.add_argument("--json", help="also write the figures here")
-
-
-def _timed(fn, steps: int, device, warmup: int = 2) -> float:
-    """Median seconds of ``fn()`` over ``steps`` runs after ``warmup`` warm-ups."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def host_syncs(fn, device) -> int | None:
@@ -108,7 +93,7 @@ def student_step(student, opt, accel: Accel):
 def matmul_tflops(n: int, device, steps: int = 10) -> float:
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    t = _timed(lambda: a @ b, steps, device, warmup=3)
+    t = timed(lambda: a @ b, steps, device, warmup=3)
     return 2 * n ** 3 / t / 1e12
 
 
@@ -151,9 +136,9 @@ def bench(args: argparse.Namespace, device) -> dict:
             proto = Protocol(student, opt, data, ev, labeler=labeler, accel=accel)
             gen = torch.Generator().manual_seed(0)
             idx = torch.arange(b, device=device)
-            t_bare = _timed(lambda: bare(x, y), args.steps, device)
-            t_full = _timed(lambda: proto.step(idx, gen), args.steps, device)
-            t_view = _timed(lambda: data.train_view(idx, gen), args.steps, device)
+            t_bare = timed(lambda: bare(x, y), args.steps, device, WARMUP)
+            t_full = timed(lambda: proto.step(idx, gen), args.steps, device, WARMUP)
+            t_view = timed(lambda: data.train_view(idx, gen), args.steps, device, WARMUP)
             row = {"variant": variant, "batch": b, "bare_s": t_bare, "full_s": t_full, "views_s": t_view,
                    "bare_clips_s": b / t_bare, "full_clips_s": b / t_full, "full_over_bare": t_bare / t_full,
                    "host_syncs_per_step": host_syncs(lambda: proto.step(idx, gen), device)}
@@ -170,7 +155,8 @@ def bench(args: argparse.Namespace, device) -> dict:
     test = loop.TestClips(bank, ds)
     accel = Accel(device, **VARIANTS[args.variants[-1]])
     labeler = accel.prepare(create_model(args.arch, args.classes, width=args.width).to(device).eval())
-    t_test = _timed(lambda: loop.test_accuracy(labeler, test, args.test_batch, accel), max(1, args.steps // 5), device)
+    t_test = timed(lambda: loop.test_accuracy(labeler, test, args.test_batch, accel), max(1, args.steps // 5), device,
+                   WARMUP)
     out["test_pass"] = {"videos": n, "batch": args.test_batch, "variant": args.variants[-1], "clips_s": n / t_test}
     print(f"test pass ({args.variants[-1]}): {n / t_test:.1f} clips/s ({n} videos, batch {args.test_batch})")
     if args.ceiling_batch:
@@ -192,7 +178,7 @@ def ceiling(args: argparse.Namespace, device) -> dict:
         x = accel.input(torch.randn(b, 3, 8, s, s, device=device))
         y = torch.randint(args.classes, (b,), device=device)
         step = student_step(student, opt, accel)
-        t = _timed(lambda: step(x, y), args.steps, device)
+        t = timed(lambda: step(x, y), args.steps, device, WARMUP)
         row = {"variant": variant, "step_s": t, "clips_s": b / t, "step_flops": flops,
                "achieved_tflops": flops / t / 1e12, "fraction_of_bf16_ceiling": flops / t / 1e12 / tflops}
         res["rows"].append(row)
