@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from vdc.utils import setup_logging
 
     setup_logging()
-    if getattr(args, "threads", None) and "torch" in sys.modules:  # the stage computes with torch
+    if getattr(args, "torch_threads", False) and args.threads:  # --threads is torch's (not worker processes)
         from vdc.utils import set_threads
 
         set_threads(args.threads)

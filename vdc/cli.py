@@ -21,6 +21,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     if not any(a.dest == "threads" for a in p._actions):  # extract / toy: their own --threads (processes)
         p.add_argument("--threads", type=int, help="torch CPU threads of this job (the rule's threads:, from the "
                                                    "config's threads section)")
+        p.set_defaults(torch_threads=True)  # python -m vdc sets torch's threads from --threads
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--settings", help="the stage's settings as JSON (as Snakemake passes them)")
     g.add_argument("--config", help="a vdc config.yaml to build the settings from")

@@ -8,11 +8,10 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn as nn
 
+from vdc.accel import Accel
 from vdc.data import clips as C
 from vdc.data.frames import VideoBank
 
@@ -50,11 +49,12 @@ def train_batch(bank: VideoBank, videos: torch.Tensor, dataset: dict, generator:
     return train_views(bank, videos, dataset, generator, hflip, scale, ratio, augment)[0]
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
-    """Number of samples whose label is among the top-k logits, for each k (k capped at K)."""
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """Number of samples whose label is among the top-k logits, for each k (k capped at K): a long tensor
+    [len(ks)] on the logits' device (no host sync)."""
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hit = top == labels.unsqueeze(1)
-    return [int(hit[:, :k].any(1).sum()) for k in ks]
+    return torch.stack([hit[:, :k].any(1).sum() for k in ks])
 
 
 class TestClips:
@@ -91,18 +91,14 @@ def test_accuracy(model: nn.Module, test: TestClips, batch: int = 100, accel=Non
     Restores the model's train/eval mode."""
     was_training = model.training
     model.eval()
+    accel = accel or Accel(test.labels.device)
     n = len(test)
     hits = torch.zeros(2, dtype=torch.long, device=test.labels.device)
-    k = None
     for i in range(0, n, batch):
         x = test.batch(i, min(i + batch, n))
-        with accel.autocast() if accel is not None else contextlib.nullcontext():
-            logits = model(accel.input(x) if accel is not None else x)
-        logits = logits.float()
-        k = min(5, logits.shape[1])
-        hit = logits.topk(k, dim=1).indices == test.labels[i:i + batch].unsqueeze(1)
-        hits[0] += hit[:, :1].any(1).sum()
-        hits[1] += hit.any(1).sum()
+        with accel.autocast():
+            logits = model(accel.input(x))
+        hits += topk_correct(logits.float(), test.labels[i:i + batch])
     model.train(was_training)
     c1, c5 = hits.tolist()
     return {"top1": 100.0 * c1 / max(n, 1), "top5": 100.0 * c5 / max(n, 1)}
