@@ -39,8 +39,8 @@ Iteration it (``iterations`` in all):
   unless ``performance.datm_bf16``); clips: SGD(lr_clips, momentum 0.5), alpha: SGD(lr_lr, momentum 0.5),
   labels: SGD(lr_labels, momentum 0.9); no update when loss > threshold.
 
-Horizontal flip (``datasets.<name>.hflip``, :func:`flip_mode`). The initial clips are never mirrored
-(the reference takes the stored images as they are), so their labels need no mapping. In the inner
+Horizontal flip (``datasets.<name>.hflip``: vdc.data.clips.HFlip, built once per run). The initial clips
+are never mirrored (the reference takes the stored images as they are), so their labels need no mapping. In the inner
 loop: ``off`` never mirrors a clip (whatever ``inner_augment`` says); ``on`` mirrors half of them, the
 label logits unchanged (the experts saw mirrored clips with unchanged labels); ``map`` mirrors half of
 them and a mirrored clip's targets are its label logits with the columns of each pair of mirrored
@@ -105,15 +105,6 @@ def network_view(x: torch.Tensor, clip_len: int, interpolation: str) -> torch.Te
     start = max((t_c - clip_len) // 2, 0)
     fr = torch.arange(start, start + min(clip_len, t_c), device=x.device).expand(x.shape[0], -1)
     return clip_view(x, fr, None, clip_len, interpolation)
-
-
-def flip_mode(ctx: Context) -> tuple[bool, torch.Tensor | None]:
-    """The dataset's flip mode (``datasets.<name>.hflip``, vdc.data.clips.HFlip) for the inner loop:
-    (whether clips are ever mirrored, the label map [K] of mode ``map`` or None). Off: no inner step
-    mirrors a clip; on: mirrored clips keep their label logits; map: a mirrored clip's targets are its
-    logits with the paired classes' columns swapped (vdc/condense/trajectory.py)."""
-    hflip = C.HFlip.of(ctx.dataset, ctx.frames.classes)
-    return hflip.mode != "off", hflip.label_map.to(ctx.device) if hflip.maps else None
 
 
 def open_experts(ctx: Context) -> Experts:
@@ -306,9 +297,11 @@ def start(ctx: Context, ckpt: Checkpoint, experts: Experts, fmodel: FlatModel) -
     return run
 
 
-def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop, it: int, accel: Accel) -> dict:
+def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop, it: int, accel: Accel,
+            hflip: C.HFlip) -> dict:
     """Iteration ``it`` (module docstring): draw the expert segment and the inner steps' plans, match,
-    update clips / alpha / labels unless the loss is above the threshold. Returns the history record."""
+    update clips / alpha / labels unless the loss is above the threshold. ``hflip``: the dataset's flip
+    (mode off: no inner step mirrors a clip; its label map is ``inner``'s). Returns the history record."""
     s, t, dev = ctx.settings, ctx.temporal, ctx.device
     start_epoch, upper = sample_start_epoch(it, s, ctx.generator)
     e = int(torch.randint(experts.num_experts, (1,), generator=ctx.generator))
@@ -316,7 +309,7 @@ def iterate(ctx: Context, run: Distillation, experts: Experts, inner: InnerLoop,
     target = experts.snapshot(e, start_epoch + int(s["expert_epochs"]), dev)
     plans = plan_steps(len(run.clips), int(s["syn_steps"]), s["batch_syn"] or len(run.clips), t.t_c, ctx.clip_len,
                        t.sampling, s["inner_augment"], ctx.generator, dev, size=ctx.input_size,
-                       scale=tuple(s["inner_crop_scale"]), flip=flip_mode(ctx)[0])
+                       scale=tuple(s["inner_crop_scale"]), flip=hflip.mode != "off")
     with accel.autocast():  # float32 unless performance.datm_bf16 (vdc/accel.py)
         r = match(inner, theta0, target, run.clips, run.labels, run.alpha, plans, s["memory"])
     if not math.isfinite(r.loss):
@@ -362,14 +355,17 @@ def distill(ctx: Context, on_iteration: Callable[[int, dict], None] | None = Non
     experts = open_experts(ctx)
     try:
         fmodel = student(experts, ctx.device)
-        inner = InnerLoop(fmodel, ctx.clip_len, ctx.temporal.interpolation, flip_mode(ctx)[1])
+        # the dataset's flip (module docstring): off: never mirrored; on: labels kept; map: the paired
+        # classes' logits swapped (vdc/condense/trajectory.py; the inner loop keeps the map on the device)
+        hflip = C.HFlip.of(ctx.dataset, ctx.frames.classes)
+        inner = InnerLoop(fmodel, ctx.clip_len, ctx.temporal.interpolation, hflip.label_map if hflip.maps else None)
         accel = Accel.from_settings(ctx.stage, ctx.device).for_datm()
         ckpt = ctx.checkpoint("datm")
         run = start(ctx, ckpt, experts, fmodel)
         t0 = time.time()
         progress = Progress(iterations, f"DATM {ctx.job}", ctx.log, unit="iteration", initial=run.iteration)
         for it in range(run.iteration, iterations):
-            rec = iterate(ctx, run, experts, inner, it, accel)
+            rec = iterate(ctx, run, experts, inner, it, accel, hflip)
             run.history.append(rec)
             run.iteration = it + 1
             progress.update(milestone=(it + 1) % log_every == 0, loss=rec["loss"], alpha=rec["alpha"],

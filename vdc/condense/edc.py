@@ -415,6 +415,8 @@ def condense(ctx: Context) -> CondensedSet:
     progress = Progress(len(chunks) * iters, f"EDC {ctx.job}", ctx.log, unit="iteration",
                         initial=start_chunk * iters + start_it)
     last = {}
+    # the network and chunk numbers of the history rows, made on the device once (as torch.tensor(float(i)))
+    ids = torch.arange(max(len(nets), len(chunks)), dtype=torch.get_default_dtype(), device=dev)
     for ci in range(start_chunk, len(chunks)):
         a, b = chunks[ci]
         x = syn[a:b].clone().requires_grad_(True)
@@ -432,7 +434,7 @@ def condense(ctx: Context) -> CondensedSet:
             k = it % len(nets)
             last = edc_step(x, y, nets[k], matchers[k], opt, cosine_lr(lr, it, iters), step, gen)
             history.append(torch.stack([last["loss"].float(), last["ce"].float(), last["bn"].float(),
-                                        torch.tensor(float(k), device=dev), torch.tensor(float(ci), device=dev)]))
+                                        ids[k], ids[ci]]))
             milestone = (it + 1) % log_every == 0 or it + 1 == iters
             if milestone or progress.due():  # reading the loss synchronises the device
                 _report(progress, last, networks[k], ctx.job, ci, it, milestone)

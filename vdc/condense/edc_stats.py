@@ -115,28 +115,28 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
         def fn(module, inputs, output):
             z, y, acc = inputs[0], now["y"], sums[name]
             with torch.autocast(z.device.type, enabled=False):       # float32 statistics under bf16 autocast
-                m, v = channel_moments(z.float(), per_sample=True)
+                z = z.float()
+                m, v = channel_moments(z, per_sample=True)
                 acc.add("mean", m, y, squares=kind == "conv")
                 acc.add("var", v, y, squares=False)
                 if kind == "conv":
-                    pm, pv, grids[name] = patch_moments(z.float(), per_sample=True)
+                    pm, pv, grids[name] = patch_moments(z, per_sample=True)
                     acc.add("patch_mean", pm, y, squares=True)
                     acc.add("patch_var", pv, y, squares=False)
         return fn
 
     handles = [mod.register_forward_hook(hook(name, kind)) for name, mod, kind in modules]
-    counts = torch.zeros(k, dtype=torch.float64, device=dev)
+    counts = torch.bincount(labels, minlength=k).double()     # clips per class of the views (float64)
     progress = Progress(-(-n // batch), f"stats {type(net).__name__}", log, unit="batch")
     try:
         for start in range(0, n, batch):
-            pos = torch.arange(start, min(start + batch, n), device=dev)
-            raw = bank.gather(pos, idx[pos])
+            stop = min(start + batch, n)
+            raw = bank.gather(torch.arange(start, stop, device=dev), idx[start:stop])
             if boxes is None:
                 x = C.center_crop(raw, input_size)
             else:
-                x = C.crop_resize(raw, boxes[pos.cpu()], input_size, flipped[pos])
-            now["y"] = labels[pos]
-            counts.index_add_(0, now["y"], torch.ones(len(pos), dtype=torch.float64, device=dev))
+                x = C.crop_resize(raw, boxes[start:stop], input_size, flipped[start:stop])
+            now["y"] = labels[start:stop]
             with accel.autocast():
                 net(accel.input(C.normalize(x).to(device)))
             progress.update()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vdc.condense.base import Context
+from vdc.data import clips as C
 from vdc.data.clips import HFlip, center_frame_indices, train_frame_indices
 from vdc.data.frames import Frames
 
@@ -33,24 +34,26 @@ def spaced_windows(lengths: np.ndarray, t_c: int, interval: int, m: int) -> np.n
         window = start + iv * [0, ..., t_c - 1]
 
     so m = 1 is the *first* window (start 0), the one the reference's Random baseline stores. Indices
-    stay in [0, L - 1]; a video shorter than t_c frames (iv = 0) repeats one frame, as the reference."""
-    out = np.zeros((len(lengths), m, t_c), np.int64)
-    for i, length in enumerate(np.asarray(lengths, np.int64)):
-        iv = interval if length >= t_c * interval else length // t_c
-        starts = np.linspace(1, length - (t_c - 1) * iv, m, dtype=int) - 1
-        out[i] = starts[:, None] + iv * np.arange(t_c)
-    return out
+    stay in [0, L - 1]; a video shorter than t_c frames (iv = 0) repeats one frame, as the reference.
+    iv, R = L - (t_c - 1) * iv and the windows are ``clips.window_room`` / ``clips.window_indices``."""
+    lengths = torch.from_numpy(np.array(lengths, np.int64))
+    room = C.window_room(lengths, t_c, interval).numpy()
+    starts = np.zeros((len(room), m), np.int64)
+    for i, r in enumerate(room):        # one linspace per video (an array linspace rounds differently)
+        starts[i] = np.linspace(1, r, m, dtype=int) - 1
+    out = C.window_indices(lengths.repeat_interleave(m), torch.from_numpy(starts).reshape(-1), t_c, interval)
+    return out.reshape(len(room), m, t_c).numpy()
 
 
 def window_indices(lengths: np.ndarray, t_c: int, interval: int, where: str = "random",
                    generator: torch.Generator | None = None) -> np.ndarray:
     """Frame indices [N, t_c] of one window of t_c frames at ``interval`` per video: the first window
-    (:func:`spaced_windows` with m = 1), a random window (``train_frame_indices``, drawn from
+    (start 0: :func:`spaced_windows` with m = 1), a random window (``train_frame_indices``, drawn from
     ``generator``) or the centre one (``center_frame_indices``)."""
-    if where == "first":
-        return spaced_windows(np.asarray(lengths), t_c, interval, 1)[:, 0]
     lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.long)
-    if where == "random":
+    if where == "first":
+        idx = C.window_indices(lengths, torch.zeros_like(lengths), t_c, interval)
+    elif where == "random":
         idx = train_frame_indices(lengths, t_c, interval, generator=generator)
     elif where == "centre":
         idx = center_frame_indices(lengths, t_c, interval)

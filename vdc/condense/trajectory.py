@@ -68,13 +68,13 @@ Tensors: synthetic clips ``X`` are [N_syn, 3, T_c, S, S] (normalised network spa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from vdc.data.clips import condensed_frame_indices, interpolate_time, sample_resized_crop_boxes
+from vdc.data.clips import HFlip, condensed_frame_indices, interpolate_time, mirror_targets, sample_resized_crop_boxes
 
 MEMORY_MODES = ("recompute", "naive")
 AUGMENTS = ("crop_flip", "flip", "none")
@@ -224,6 +224,11 @@ class InnerLoop:
     clip_len: int
     interpolation: str = "none"
     label_map: torch.Tensor | None = None
+    _flip: HFlip | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # mode map's flip: keeps the label map's copy on the device the loss runs on (HFlip.map_on)
+        self._flip = None if self.label_map is None else HFlip("map", self.label_map)
 
     def loss(self, theta: torch.Tensor, clips: torch.Tensor, labels: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """L_k on the whole synthetic set (clips [N_syn, ...], labels [N_syn, K]) indexed by the plan."""
@@ -232,8 +237,8 @@ class InnerLoop:
     def batch_loss(self, theta: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """L_k on the step's minibatch already gathered: xb [b, 3, T_c, S, S], yb [b, K]."""
         x = clip_view(xb, plan.frames, plan.flip, self.clip_len, self.interpolation, plan.boxes)
-        if self.label_map is not None:  # a mirrored clip's targets: the paired classes' logits swapped
-            yb = torch.where(plan.flip.unsqueeze(1), yb[:, self.label_map.to(yb.device)], yb)
+        if self._flip is not None:  # a mirrored clip's targets: the paired classes' logits swapped
+            yb = mirror_targets(yb, plan.flip, self._flip.map_on(yb.device))
         return soft_cross_entropy(self.fmodel(theta, x), yb)
 
 

@@ -79,14 +79,6 @@ def center_frame_indices(lengths: torch.Tensor, clip_len: int = 8, interval: int
     return window_indices(lengths, start, clip_len, interval)
 
 
-def evenly_spaced_starts(length: int, span: int, m: int) -> list[int]:
-    """m window starts evenly spread over a video of ``length`` frames (RDED's candidate clips)."""
-    room = max(length - span, 0)
-    if m == 1:
-        return [room // 2]
-    return [round(i * room / (m - 1)) for i in range(m)]
-
-
 # ----------------------------------------------------------------------------- temporal processing
 
 def condensed_frame_indices(batch: int, t_c: int, clip_len: int, sampling: str,
@@ -221,6 +213,7 @@ class HFlip:
             raise ValueError(f"hflip mode '{mode}': expected one of {', '.join(self.MODES)}")
         self.mode, self.p = mode, float(p)
         self.label_map = None if label_map is None else torch.as_tensor(label_map, dtype=torch.long)
+        self._maps: dict[torch.device, torch.Tensor] = {}   # label_map per device, copied once (map_on)
 
     @classmethod
     def of(cls, dataset: dict, classes: list[str]) -> "HFlip":
@@ -266,19 +259,33 @@ class HFlip:
         flipped = u < self.p if self.mode != "off" else torch.zeros(n, dtype=torch.bool)
         return flipped.to(device, non_blocking=True)
 
+    def map_on(self, device) -> torch.Tensor:
+        """:attr:`label_map` on ``device``, copied there once and kept (mode map only)."""
+        device = torch.device(device)
+        m = self._maps.get(device)
+        if m is None:
+            m = self._maps[device] = self.label_map.to(device)
+        return m
+
     def labels(self, y: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
         """Hard labels [B] of the views: the paired class where a clip was flipped (mode map)."""
         if not self.maps:
             return y
-        return torch.where(flipped.to(y.device), self.label_map.to(y.device)[y], y)
+        return torch.where(flipped.to(y.device), self.map_on(y.device)[y], y)
 
     def targets(self, t: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
         """Per-class targets [B, K] (soft labels, logits, probabilities) of the views: the columns of each
         pair swapped where a clip was flipped (mode map), so the mirrored clip's score for class k is the
-        original's score for its paired class."""
+        original's score for its paired class (:func:`mirror_targets`)."""
         if not self.maps:
             return t
-        return torch.where(flipped.to(t.device).unsqueeze(1), t[:, self.label_map.to(t.device)], t)
+        return mirror_targets(t, flipped.to(t.device), self.map_on(t.device))
+
+
+def mirror_targets(t: torch.Tensor, flipped: torch.Tensor, label_map: torch.Tensor) -> torch.Tensor:
+    """Per-class targets t [B, K] with the columns permuted by ``label_map`` [K] in the rows where
+    ``flipped`` [B] (both on t's device): :meth:`HFlip.targets`' column swap, differentiable in t."""
+    return torch.where(flipped.unsqueeze(1), t[:, label_map], t)
 
 
 def crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: HFlip | None = None,
@@ -292,13 +299,6 @@ def crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4
     boxes = sample_resized_crop_boxes(n, h, w, scale, ratio, generator).expand(b, 4)
     flipped = (hflip or HFlip("on")).draw(n, generator).expand(b)
     return crop_resize(clips, boxes, size, flipped), flipped.to(clips.device, non_blocking=True)
-
-
-def random_resized_crop_flip(clips: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                             flip_p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
-    """:func:`crop_flip` with flip mode on (probability ``flip_p``), the views only: for callers whose
-    labels do not depend on the flip. [B, T, H, W, C] -> float [B, C, T, size, size] in [0, 1]."""
-    return crop_flip(clips, size, scale, ratio, HFlip("on", p=flip_p), generator)[0]
 
 
 def center_crop(clips: torch.Tensor, size: int) -> torch.Tensor:

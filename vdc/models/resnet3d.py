@@ -53,16 +53,16 @@ def mid_channels(cin: int, cout: int, kernel) -> int:
 
 class Conv2Plus1d(nn.Module):
     """A (k_t, k, k) convolution factorised into a spatial (1, k, k) and a temporal (k_t, 1, 1) one, with
-    BN(M, eps ``eps``) -> ReLU between them (mmaction2 ``Conv2plus1d``; eps 1e-5, see the module docstring)."""
+    BN(M, eps 1e-5) -> ReLU between them (mmaction2 ``Conv2plus1d``; see the module docstring)."""
 
-    def __init__(self, cin: int, cout: int, kernel, stride, padding, eps: float = 1e-5):
+    def __init__(self, cin: int, cout: int, kernel, stride, padding):
         super().__init__()
         kt, kh, kw = _triple(kernel)
         st, sh, sw = _triple(stride)
         pt, ph, pw = _triple(padding)
         self.mid_channels = mid_channels(cin, cout, kernel)
         self.conv_s = nn.Conv3d(cin, self.mid_channels, (1, kh, kw), (1, sh, sw), (0, ph, pw), bias=False)
-        self.bn_s = nn.BatchNorm3d(self.mid_channels, eps=eps)
+        self.bn_s = nn.BatchNorm3d(self.mid_channels, eps=1e-5)
         self.relu = nn.ReLU(inplace=True)
         self.conv_t = nn.Conv3d(self.mid_channels, cout, (kt, 1, 1), (st, 1, 1), (pt, 0, 0), bias=False)
 
