@@ -136,3 +136,38 @@ def test_a_split_is_streamed_when_it_exceeds_the_limit(frames_file, caplog, tiny
         videos = torch.arange(len(mem))
         idx = C.center_frame_indices(mem.lengths, 8, 8)
         assert torch.equal(mem.gather(videos, idx), streamed.gather(videos, idx))
+
+
+def test_every_stage_loads_its_banks_under_the_datasets_bank_gb(frames_file, tiny_config, tmp_path, monkeypatch):
+    """datasets.<name>.bank_gb reaches the banks of experts (train, test), condense and stats, which
+    loaded them without it before (teacher and evaluate always passed it): with bank_gb 0 each streams
+    the split from the file instead of loading it."""
+    import vdc.data.frames as F
+    from vdc.condense.base import Context
+    from vdc.condense.edc_stats import stats_for_teacher
+    from vdc.config import stage_settings
+    from vdc.formats.teacher import save_teacher
+    from vdc.models import create_model
+    from vdc.train.experts import _Data
+
+    seen = []
+    real = F.bank_limit
+
+    def recording(device, dataset=None):
+        seen.append(dataset)
+        return real(device, dataset)
+
+    monkeypatch.setattr(F, "bank_limit", recording)
+    cfg = tiny_config(datasets={"tiny": {"bank_gb": 0}})
+    data = _Data(frames_file, stage_settings(cfg, "experts", "tiny"), torch.device("cpu"))
+    assert isinstance(data.train, StreamedVideoBank) and isinstance(data.test.labels, torch.Tensor)
+    st = stage_settings(cfg, "condense", "tiny", method="random", ipc=1, seed=0)
+    ctx = Context(frames_path=frames_file, ipc=1, seed=0, settings=st["settings"], stage=st,
+                  device=torch.device("cpu"), workdir=tmp_path / "work")
+    assert isinstance(ctx.train_bank, StreamedVideoBank)
+    with Frames(frames_file) as fr:
+        k = fr.num_classes
+    teacher = tmp_path / "teacher.pt"
+    save_teacher(teacher, "minic3d", k, {"width": 0.125, "dropout": 0.0}, create_model("minic3d", k, width=0.125), {})
+    stats_for_teacher(frames_file, teacher, tmp_path / "stats.h5", stage_settings(cfg, "stats", "tiny", arch="minic3d"))
+    assert len(seen) == 4 and all(d is not None and d["bank_gb"] == 0 for d in seen), seen

@@ -77,7 +77,7 @@ class Context:
 
     @cached_property
     def train_bank(self) -> VideoBank:
-        return load_bank(self.frames, "train", self.device)
+        return load_bank(self.frames, "train", self.device, dataset=self.dataset)
 
     def teacher(self, arch: str | None = None) -> torch.nn.Module:
         """A trained network (eval mode, on the device); the configured teacher arch by default."""

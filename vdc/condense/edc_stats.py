@@ -84,9 +84,11 @@ class _Sums:
 @torch.no_grad()
 def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: int, input_size: int,
                   device="cpu", batch: int = 64, view: str = "train", scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                  hflip: C.HFlip | None = None, seed: int = 0, accel: Accel | None = None) -> EDCStats:
+                  hflip: C.HFlip | None = None, seed: int = 0, accel: Accel | None = None,
+                  dataset: dict | None = None) -> EDCStats:
     """The per-class statistics at every BatchNorm3d and Conv3d input of ``net`` over the training split
-    (module docstring). ``hflip`` None = flip mode on; ``accel`` None = float32 on ``device``.
+    (module docstring). ``hflip`` None = flip mode on; ``accel`` None = float32 on ``device``;
+    ``dataset``: the dataset's settings, whose ``bank_gb`` limits the split's bank (``load_bank``).
 
     ``net`` must already be in eval mode (its running statistics are what EDC matches, and a pass
     in train mode would change them); a network in train mode is an error."""
@@ -97,7 +99,7 @@ def compute_stats(net: nn.Module, frames: Frames, clip_len: int, clip_interval: 
         raise ValueError(f"compute_stats: {type(net).__name__} has no BatchNorm3d layer; EDC needs BN statistics")
     accel = accel or Accel(torch.device(device))
     hflip = hflip or C.HFlip("on")
-    bank = load_bank(frames, "train", device)
+    bank = load_bank(frames, "train", device, dataset=dataset)
     k, n = frames.num_classes, len(bank)
     if n == 0:
         raise InputError(f"{frames.path}: the training split is empty; nothing to compute statistics from "
@@ -199,7 +201,7 @@ def stats_for_teacher(frames_path: str | Path, teacher_path: str | Path, out_pat
     with Frames(frames_path) as frames:
         stats = compute_stats(net, frames, int(ds["clip_len"]), int(ds["clip_interval"]), int(ds["input_size"]),
                               device=device, batch=batch, view=view, scale=t["scale"], ratio=t["ratio"],
-                              hflip=C.HFlip.of(ds, list(frames.classes)), seed=0, accel=accel)
+                              hflip=C.HFlip.of(ds, list(frames.classes)), seed=0, accel=accel, dataset=ds)
     stats.attrs.update(arch=settings["arch"], teacher_file=str(teacher_path), settings=settings)
     write_stats(stats, out_path)
     kinds = [ls.kind for ls in stats.layers.values()]

@@ -226,8 +226,8 @@ class _Data:
     def __init__(self, frames_path, settings: dict, device):
         ds = settings["dataset"]
         frames = Frames(frames_path)
-        self.train = load_bank(frames, "train", device)
-        self.test = loop.TestClips(load_bank(frames, "test", device), ds)
+        self.train = load_bank(frames, "train", device, dataset=ds)
+        self.test = loop.TestClips(load_bank(frames, "test", device, dataset=ds), ds)
         if len(self.train) == 0:
             raise InputError(f"{frames_path}: no training videos; check the annotations of dataset {ds['name']} "
                              f"and rerun extract")
