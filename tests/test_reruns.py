@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 METHODS = ["random", "herding", "rded"]
 
 SNAKEFILE = """
+from vdc.config import eval_path
+
 configfile: "config.yaml"
 include: {common!r}
 

@@ -128,7 +128,8 @@ def validate_config(config: dict, source: str = "config") -> dict:
     from vdc import studies  # (imports this module)
 
     _raise(source, studies.check(config))
-    _raise(source, [f"  {line}" for ds in config["datasets"] for line in _cross_checks(config, ds)])
+    methods = study_methods(config)  # (builds every default study: once, not per dataset)
+    _raise(source, [f"  {line}" for ds in config["datasets"] for line in _cross_checks(config, ds, methods)])
     return config
 
 
@@ -249,8 +250,9 @@ def _range(where: str, pair, what: str = "range") -> list[str]:
     return [] if lo <= hi else [f"{where}: [{lo}, {hi}] is not a {what} (the first value must not exceed the second)"]
 
 
-def _cross_checks(cfg: dict, ds: str) -> list[str]:
-    """Checks between keys, on the settings dataset ``ds`` resolves to (its overrides applied)."""
+def _cross_checks(cfg: dict, ds: str, methods: list[str]) -> list[str]:
+    """Checks between keys, on the settings dataset ``ds`` resolves to (its overrides applied); ``methods``:
+    :func:`study_methods` of ``cfg``."""
     out = []
     def pre(sec):  # where a resolved value comes from
         over = cfg["datasets"][ds]["stage_overrides"].get(sec)
@@ -275,7 +277,7 @@ def _cross_checks(cfg: dict, ds: str) -> list[str]:
         out.append(f"{pre('experts')}.keep_epochs: {x['keep_epochs']} > experts.epochs {x['epochs']}")
     for sec, s in (("teacher", t), ("evaluate", e)):
         out += _range(f"{pre(sec)}.scale", s["scale"]) + _range(f"{pre(sec)}.ratio", s["ratio"])
-    for method in study_methods(cfg):
+    for method in methods:
         for ipc in cfg["study"]["ipc"]:
             ms = method_settings(cfg, ds, method, ipc)
             where = f"methods.{method} (dataset {ds}, IPC {ipc})"

@@ -23,21 +23,10 @@ import numpy as np
 from vdc.condensed import CondensedSet
 from vdc.errors import InputError
 from vdc.formats import media
+from vdc.report import FramesIndex
 from vdc.utils import write_json
 
 log = logging.getLogger("vdc.export")
-
-
-def class_names(cset: CondensedSet, frames_path: str | Path | None) -> list[str]:
-    """Class names of the set's dataset, from ``frames_path`` or the set's own ``frames_file``."""
-    k = int(cset.attrs.get("num_classes", int(cset.labels.max()) + 1 if len(cset.labels) else 0))
-    path = frames_path or cset.attrs.get("frames_file")
-    if path and Path(path).exists():
-        from vdc.data.frames import Frames
-
-        with Frames(path) as fr:
-            return list(fr.classes)
-    return [f"class{c}" for c in range(k)]
 
 
 def auto_scale(height: int, target: int = 112) -> int:
@@ -55,13 +44,14 @@ def export(condensed: str | Path, out_dir: str | Path, fmt: str = "mp4", fps: in
     clips = media.to_uint8(cset.clips)                               # [N, T, H, W, 3]
     n, t, h, w, _ = clips.shape
     s = scale or auto_scale(h)
-    names = class_names(cset, frames_path)
+    with FramesIndex(frames_path or cset.attrs.get("frames_file")) as frames:  # the class names
+        names = {int(k): frames.class_name(int(k)) for k in np.unique(cset.labels)}
     out_dir = Path(out_dir)
     written, index = [], []
     for k in np.unique(cset.labels):
         members = np.flatnonzero(cset.labels == k)
         video = media.tile([media.resize(clips[i], h * s, w * s) for i in members], columns=len(members))
-        name = names[k] if k < len(names) else f"class{k}"
+        name = names[int(k)]
         path = out_dir / f"{int(k):03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.{fmt}"
         (media.write_mp4 if fmt == "mp4" else media.write_gif)(path, video, fps)
         written.append(path)

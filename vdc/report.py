@@ -47,6 +47,8 @@ import numpy as np
 from vdc.condensed import CondensedSet
 from vdc.errors import InputError
 from vdc.formats import media
+from vdc.formats.evaluation import accuracy_by_epoch
+from vdc.formats.media import pyplot, save_figure
 from vdc.utils import atomic_path, read_json
 
 log = logging.getLogger("vdc.report")
@@ -137,6 +139,7 @@ class FramesIndex:
             self.fr = Frames(path)
 
     def class_name(self, k: int) -> str:
+        """Class k's name in the frames file, else ``class<k>`` (no frames file, or no class k in it)."""
         return self.fr.classes[k] if self.fr is not None and k < len(self.fr.classes) else f"class{k}"
 
     def video_path(self, v: int) -> str:
@@ -147,6 +150,16 @@ class FramesIndex:
         if self.fr is None or v < 0 or v >= len(self.fr.lengths) or self.fr.lengths[v] == 0:
             return None
         return self.fr.read_frames(v, centre_window(int(self.fr.lengths[v]), t_c, self.interval))
+
+    def close(self) -> None:
+        if self.fr is not None:
+            self.fr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _tile_size(h: int, w: int) -> tuple[int, int]:
@@ -172,7 +185,6 @@ class SetView:
     def __init__(self, path: str | Path, frames: FramesIndex, max_clips: int = 10):
         self.path = str(path)
         self.cs = CondensedSet.read(path)
-        a = self.cs.attrs
         self.distilled = self.cs.value_range != "uint8"
         clips = media.to_uint8(self.cs.clips)
         n, self.t_c, h, w, _ = clips.shape
@@ -372,25 +384,10 @@ def build_sets(condensed: list[str], frames: dict[str, str], compare: list[str],
 
 # ------------------------------------------------------------------------------------ learning curves
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out) -> None:
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    _plt().close(fig)
-
-
 def teacher_figure(teacher_json: str | Path, out: str | Path) -> None:
     js = read_json(teacher_json, "teacher metrics", "rerun its teacher job (snakemake teachers)")
     curve = js.get("curve") or []
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     ep = [c["epoch"] for c in curve]
     a1.plot(ep, [c["loss"] for c in curve], label="training loss")
@@ -413,12 +410,12 @@ def teacher_figure(teacher_json: str | Path, out: str | Path) -> None:
     fig.suptitle(f"Teacher {js.get('arch', '?')} on {Path(teacher_json).parent.name}: final test top1 "
                  f"{js.get('top1', math.nan):.1f} %, top5 {js.get('top5', math.nan):.1f} %", fontsize=9)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def eval_figure(evals: list[str], out: str | Path, title: str) -> None:
     """Every evaluation of one condensed set: training loss per epoch and test accuracy points."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     metrics = set()
     for p in sorted(evals):
@@ -428,8 +425,7 @@ def eval_figure(evals: list[str], out: str | Path, title: str) -> None:
         label = f"{js.get('arch')} · {js.get('labels')} · {js.get('loss')} · {js.get('cutmix')}"
         curve = js.get("curve") or []
         line, = a1.plot([c["epoch"] for c in curve], [c["loss"] for c in curve], label=label)
-        pts = {int(t["epoch"]): t[metric] for t in (js.get("late") or [])}
-        pts.update({int(t["epoch"]): t[metric] for t in (js.get("tests") or [])})
+        pts = accuracy_by_epoch(js, metric)
         if pts:
             e = sorted(pts)
             a2.plot(e, [pts[k] for k in e], marker="o", ms=3, color=line.get_color(), label=label)
@@ -444,7 +440,7 @@ def eval_figure(evals: list[str], out: str | Path, title: str) -> None:
         a1.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def read_history(condensed: str | Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -459,7 +455,7 @@ def history_figure(condensed: str | Path, out: str | Path) -> None:
     """The optimisation history of a distilled set, one panel per recorded quantity."""
     hist, attrs = read_history(condensed)
     x = hist.pop("iteration", hist.pop("it", None))
-    plt = _plt()
+    plt = pyplot()
     title = (f"{attrs.get('method', '?')} · {attrs.get('dataset', '?')} · IPC {attrs.get('ipc', '?')} · "
              f"seed {attrs.get('seed', '?')}: condensation history")
     if not hist:
@@ -469,7 +465,7 @@ def history_figure(condensed: str | Path, out: str | Path) -> None:
                 + json.dumps(known, default=str)[:300], fontsize=8, va="center", wrap=True)
         ax.axis("off")
         ax.set_title(title, fontsize=9)
-        _save(fig, out)
+        save_figure(fig, out)
         return
     window = [k for k in ("start_epoch", "upper") if k in hist]
     panels = [k for k in hist if k not in window] + (["window"] if window else [])
@@ -494,7 +490,7 @@ def history_figure(condensed: str | Path, out: str | Path) -> None:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def build_curves(teachers: list[str], evals: list[str], histories: list[str], out: str | Path) -> list[Path]:

@@ -45,6 +45,8 @@ from vdc.config import ConfigError, PATHS, eval_path, labeler_arch, method_setti
 STUDIES = ("table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "table11",
            "figure4", "label_curves")
 ABLATIONS = ("table2", "table3", "table4", "table5", "table6", "table7", "table10")
+# The files the tables stage writes per study, <name>.<ext> (vdc/tables.py; the workflow's targets).
+STUDY_EXTS = ("md", "csv", "tex", "html", "png")
 
 METHOD_NAMES = {"full": "Full data", "random": "Random", "herding": "Herding", "rded": "RDED", "edc": "EDC",
                 "datm": "DATM", "edc_dagger": "EDC†",
@@ -316,13 +318,10 @@ def _table7(cfg: dict) -> Spec:
     return Spec("table7", TITLES["table7"], cols, rows, dss, seeds, notes)
 
 
-def _main_temporal(cfg: dict) -> str | None:
-    return cfg["study"]["temporal"]
-
-
 def _label_table(cfg: dict, name: str, labels: str) -> Spec:
     st, dss, seeds, arch = _common(cfg, name)
-    s, temporal = cfg["study"], _main_temporal(cfg)
+    s = cfg["study"]
+    temporal = s["temporal"]
     cols_ = [(ds, ipc) for ds in dss for ipc in s["ipc"]]
     rows = []
     if name == "table8":
@@ -357,7 +356,8 @@ def _label_table(cfg: dict, name: str, labels: str) -> Spec:
 
 def _table9(cfg: dict) -> Spec:
     st, dss, seeds, _ = _common(cfg, "table9")
-    s, temporal = cfg["study"], _main_temporal(cfg)
+    s = cfg["study"]
+    temporal = s["temporal"]
     ipc = s["cross_arch_ipc"]
     cols_ = [(ds, a) for ds in dss for a in s["cross_arch"]]
     rows = [Row(method_label(cfg, m), [_cell(cfg, ds, m, a, seeds, method=m, ipc=ipc, arch=a, labels="multisl",
@@ -371,7 +371,8 @@ def _table9(cfg: dict) -> Spec:
 
 def _figure4(cfg: dict) -> Spec:
     st, dss, seeds, arch = _common(cfg, "figure4")
-    s, temporal = cfg["study"], _main_temporal(cfg)
+    s = cfg["study"]
+    temporal = s["temporal"]
     cols_ = [(ds, ipc) for ds in dss for ipc in s["ipc"]]
     rows = [Row(f"{method_label(cfg, m)} · {LABEL_NAMES[lab]}",
                 [_cell(cfg, ds, m, str(ipc), seeds, method=m, ipc=ipc, arch=arch, labels=lab, temporal=temporal)
@@ -384,7 +385,8 @@ def _figure4(cfg: dict) -> Spec:
 
 def _label_curves(cfg: dict) -> Spec:
     st, dss, seeds, arch = _common(cfg, "label_curves")
-    s, temporal = cfg["study"], _main_temporal(cfg)
+    s = cfg["study"]
+    temporal = s["temporal"]
     m = st["method"] or s["methods"][0]
     ipc = st["ipc"] or max(s["ipc"])
     rows = [Row(_prefix(dss, ds, LABEL_NAMES[lab]),
@@ -434,9 +436,9 @@ def teacher_archs(cfg: dict, runs: list[Run]) -> dict[str, list[str]]:
     return {ds: sorted(a) for ds, a in sorted(out.items())}
 
 
-def study_methods(cfg: dict, names=None) -> list[str]:
-    """The methods and variants the studies ``names`` (default: study.tables) condense with."""
-    return sorted({r.method for r in study_runs(cfg, names)})
+def study_methods(cfg: dict) -> list[str]:
+    """The methods and variants the default studies (study.tables) condense with."""
+    return sorted({r.method for r in study_runs(cfg)})
 
 
 def check(cfg: dict) -> list[str]:

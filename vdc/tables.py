@@ -52,7 +52,9 @@ import yaml
 
 from vdc.cli import add_settings_arguments
 from vdc.config import ConfigError, load_config, parse_temporal, section, validate_config
-from vdc.studies import ARCH_NAMES, LABEL_NAMES, STUDIES, TABLE7_ARCHS, Cell, Spec, Text, spec
+from vdc.formats.evaluation import accuracy_by_epoch
+from vdc.formats.media import pyplot, save_figure
+from vdc.studies import ARCH_NAMES, LABEL_NAMES, STUDIES, STUDY_EXTS, TABLE7_ARCHS, Cell, Spec, Text, spec
 from vdc.utils import atomic_path, read_json
 
 log = logging.getLogger("vdc.tables")
@@ -60,6 +62,7 @@ log = logging.getLogger("vdc.tables")
 DASH = "—"
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 PAPER_FORMATS = ("ucf101", "hmdb51", "ssv2", "k400")
+DPI = 110           # of the studies' figures
 
 
 # ------------------------------------------------------------------------------------ cell values
@@ -119,6 +122,7 @@ class Results:
         self.frames = frames or {}
         self.teachers = self._teacher_accuracy(teachers)
         self._json: dict[str, dict | None] = {}
+        self._sizes: dict[str, tuple[int, int, float]] = {}
 
     def metric(self, ds: str) -> str:
         return self.cfg["datasets"][ds]["metric"]
@@ -127,6 +131,12 @@ class Results:
         if path not in self._json:
             self._json[path] = read_json(path) if Path(path).exists() else None
         return self._json[path]
+
+    def size(self, ds: str) -> tuple[int, int, float]:
+        """:func:`dataset_size` of dataset ``ds``'s frames file (read once)."""
+        if ds not in self._sizes:
+            self._sizes[ds] = dataset_size(self.frames[ds], self.cfg["datasets"][ds])
+        return self._sizes[ds]
 
     def accuracy_of(self, path: str, ds: str) -> float:
         js = self.json(path)
@@ -171,7 +181,7 @@ class Results:
         ds = cell.dataset
         if ds not in self.frames:
             return fixed(DASH, keys=keys)
-        k, n_train, mean = dataset_size(self.frames[ds], self.cfg["datasets"][ds])
+        k, n_train, mean = self.size(ds)
         vals = [(t, 1000 * k * cell.ipc * t / (n_train * mean)) for t in cell.t_cs]
         text = f"{vals[0][1]:.3g}" if len(vals) == 1 else "; ".join(f"{v:.3g} (T_c={t})" for t, v in vals)
         out = fixed(text, [str(self.frames[ds])], keys)
@@ -238,9 +248,9 @@ def caption(cfg: dict, sp: Spec) -> str:
             f"Accuracy: {what} in % ({metrics}).")
 
 
-def study_caption(cfg: dict, name: str) -> str:
-    """Title and caption of study ``name``."""
-    sp = spec(cfg, name)
+def study_caption(cfg: dict, study: str | Spec) -> str:
+    """Title and caption of a study (its name, or its :class:`Spec` when already built)."""
+    sp = study if isinstance(study, Spec) else spec(cfg, study)
     return f"{sp.title}. {caption(cfg, sp)}"
 
 
@@ -249,13 +259,13 @@ def chance_levels(res: "Results", sp: Spec) -> dict[str, float]:
     out = {}
     for ds in sp.datasets:
         if ds in res.frames:
-            k = dataset_size(res.frames[ds], res.cfg["datasets"][ds])[0]
+            k = res.size(ds)[0]
             out[ds] = min(100.0, (100.0 if res.metric(ds) == "top1" else 500.0) / k)
     return out
 
 
-def chance_note(res: "Results", sp: Spec) -> str | None:
-    levels = chance_levels(res, sp)
+def chance_note(res: "Results", levels: dict[str, float]) -> str | None:
+    """The caption's note of the chance ``levels`` (:func:`chance_levels`)."""
     parts = [f"{ds} {c:.1f} % ({res.metric(ds)})" for ds, c in levels.items()]
     return f"Chance: {'; '.join(parts)}." if parts else None
 
@@ -344,11 +354,11 @@ def render(res: Results, sp: Spec) -> Table:
         notes.append(f"✓ columns: the networks each variant condensed with, read from the {origin}.")
     if sp.name == "table6":
         notes.append(_iterations_note(res, sp))
-    chance = chance_note(res, sp)
+    levels = chance_levels(res, sp)
+    chance = chance_note(res, levels)
     notes += ([chance] if chance else []) + [
         f"{DASH}: not run in this study; '(k/n seeds missing)': requested runs whose JSON is not there.",
         "Each cell's runs (JSON paths) are in the CSV's `sources` column."]
-    levels = chance_levels(res, sp)
     return Table(sp.name, sp.title, caption(res.cfg, sp), sp.columns, rows, notes,
                  references={r.label for r in sp.rows if r.reference},
                  chance=next(iter(levels.values())) if len(set(levels.values())) == 1 and levels else None)
@@ -394,13 +404,6 @@ def _iterations_note(res: Results, sp: Spec) -> str:
         f"{k} in {', '.join(sorted(set(v)))}" for k, v in sorted(found.items()))
 
 
-def _test_points(js: dict, metric: str) -> dict[int, float]:
-    """epoch -> test accuracy of one evaluation: its `tests` (every test_every epochs), else its `late`."""
-    pts = {int(p["epoch"]): float(p[metric]) for p in js.get("late") or []}
-    pts.update({int(p["epoch"]): float(p[metric]) for p in js.get("tests") or []})
-    return pts
-
-
 def _render_curves(res: Results, sp: Spec) -> Table:
     """label_curves: one column per test epoch any run recorded, mean ± std over seeds."""
     per_row = []
@@ -411,7 +414,7 @@ def _render_curves(res: Results, sp: Spec) -> Table:
         for run in cell.runs:
             js = res.json(run.eval_path(res.cfg))
             if js is not None:
-                series.append((run.eval_path(res.cfg), _test_points(js, res.metric(run.dataset))))
+                series.append((run.eval_path(res.cfg), accuracy_by_epoch(js, res.metric(run.dataset))))
                 epochs.update(series[-1][1])
         per_row.append((r.label, cell, series))
     epochs_sorted = sorted(epochs)
@@ -429,7 +432,7 @@ def _render_curves(res: Results, sp: Spec) -> Table:
             values = [Value(expected=len(cell.runs), keys=(cell.dataset, cell.row, "curve"))]
         rows.append((label, values))
     columns = [f"epoch {e}" for e in epochs_sorted] or ["test accuracy"]
-    chance = chance_note(res, sp)
+    chance = chance_note(res, chance_levels(res, sp))
     notes = list(sp.notes) + ([chance] if chance else []) + [
         "Epochs are 0-based, as in the evaluation JSONs.",
         f"{DASH} (k/n seeds missing): requested runs whose JSON is not there."]
@@ -438,24 +441,9 @@ def _render_curves(res: Results, sp: Spec) -> Table:
 
 # ------------------------------------------------------------------------------------ figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    _plt().close(fig)
-
-
 def bar_chart(table: Table, path: Path, ylabel: str) -> None:
     """Grouped bars: one group per row, one bar per numeric column, error bars = std over seeds."""
-    plt = _plt()
+    plt = pyplot()
     cols = [j for j, _ in enumerate(table.columns) if any(cells[j].numeric for _, cells in table.rows)]
     refs = [(label, c) for label, cells in table.rows if label in table.references for c in cells if c.n]
     rows = [(label, cells) for label, cells in table.rows
@@ -485,12 +473,12 @@ def bar_chart(table: Table, path: Path, ylabel: str) -> None:
     if not any(c.n for _, cells in rows for c in cells):
         ax.text(0.5, 0.5, "no runs found yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, DPI)
 
 
 def ipc_lines(res: Results, sp: Spec, path: Path) -> None:
     """Figure 4: accuracy vs IPC per method (lines), one panel per dataset and label type."""
-    plt = _plt()
+    plt = pyplot()
     s = res.cfg["study"]
     dss, labs, ipcs = sp.datasets, s["labels"], s["ipc"]
     fig, axes = plt.subplots(len(dss), len(labs), figsize=(4 * len(labs), 3.2 * len(dss)), squeeze=False)
@@ -515,7 +503,7 @@ def ipc_lines(res: Results, sp: Spec, path: Path) -> None:
             if ax.lines:
                 ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, DPI)
 
 
 def _row_method(sp: Spec, method: str) -> str:
@@ -528,8 +516,9 @@ def _row_method(sp: Spec, method: str) -> str:
 
 def curves_figure(res: Results, sp: Spec, path: Path) -> None:
     """label_curves: test accuracy against epoch per label type (mean ± std band over seeds)."""
-    plt = _plt()
+    plt = pyplot()
     dss = sp.datasets
+    levels = chance_levels(res, sp)
     fig, axes = plt.subplots(1, len(dss), figsize=(5.5 * len(dss), 3.6), squeeze=False)
     for k, ds in enumerate(dss):
         ax = axes[0][k]
@@ -537,7 +526,7 @@ def curves_figure(res: Results, sp: Spec, path: Path) -> None:
             cell = r.cells[0]
             if cell.dataset != ds:
                 continue
-            series = [_test_points(js, res.metric(ds)) for js in
+            series = [accuracy_by_epoch(js, res.metric(ds)) for js in
                       (res.json(run.eval_path(res.cfg)) for run in cell.runs) if js is not None]
             epochs = sorted(set().union(*series)) if series else []
             if not epochs:
@@ -548,7 +537,7 @@ def curves_figure(res: Results, sp: Spec, path: Path) -> None:
             line, = ax.plot(epochs, mean, marker=".", label=f"{r.label.split(' · ')[-1]} (n={len(series)})")
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         run = next((c.runs[0] for c in sp.cells() if c.dataset == ds and c.runs), None)
-        chance = chance_levels(res, sp).get(ds)
+        chance = levels.get(ds)
         if chance is not None:
             ax.axhline(chance, color="grey", ls=":", lw=1, label=f"chance {chance:.1f}")
         ax.set_xlabel("evaluation epoch (0-based)")
@@ -562,7 +551,7 @@ def curves_figure(res: Results, sp: Spec, path: Path) -> None:
         else:
             ax.text(0.5, 0.5, "no runs found yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, DPI)
 
 
 # ------------------------------------------------------------------------------------ one study
@@ -573,7 +562,8 @@ def build_study(res: Results, name: str, out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     sp = spec(res.cfg, name)
     table = render(res, sp)
-    md, csv_path, tex_path, html_path, png = (out_dir / f"{name}.{ext}" for ext in ("md", "csv", "tex", "html", "png"))
+    files = {ext: out_dir / f"{name}.{ext}" for ext in STUDY_EXTS}
+    png = files["png"]
     if sp.figure == "ipc_lines":
         ipc_lines(res, sp, png)
     elif sp.figure == "curves":
@@ -581,14 +571,14 @@ def build_study(res: Results, name: str, out_dir: str | Path) -> list[Path]:
     else:
         metrics = sorted({res.metric(ds) for ds in sp.datasets})
         bar_chart(table, png, f"{' / '.join(metrics)} accuracy (%)")
-    with atomic_path(md) as tmp:
+    with atomic_path(files["md"]) as tmp:
         tmp.write_text(table.markdown())
-    table.write_csv(csv_path)
-    with atomic_path(tex_path) as tmp:
+    table.write_csv(files["csv"])
+    with atomic_path(files["tex"]) as tmp:
         tmp.write_text(table.latex())
-    with atomic_path(html_path) as tmp:
+    with atomic_path(files["html"]) as tmp:
         tmp.write_text(table.html(png))
-    return [md, csv_path, tex_path, html_path, png]
+    return list(files.values())
 
 
 def build_tables(cfg: dict, teacher_jsons: list[str | Path], frames: dict[str, str], out_dir: str | Path,

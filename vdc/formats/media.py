@@ -1,5 +1,6 @@
-"""Clips as pictures and playable videos: uint8 conversion, tiling, PNG / animated GIF / H.264 MP4 writers
-and a decoder (used by ``python -m vdc export``, the report's figures, and tests that decode files back).
+"""Clips as pictures and playable videos: uint8 conversion, tiling, animated GIF / H.264 MP4 writers
+and a decoder (used by ``python -m vdc export``, the report's figures, and tests that decode files back);
+and the matplotlib figures of the tables and the report (``pyplot``, ``save_figure``).
 
 A clip is ``[T, H, W, 3]``: uint8 pixels, or float in [0, 1] (distilled clips, ``CondensedSet`` with
 ``value_range`` unit_float, possibly a little outside [0, 1]: clipped for display). Writers are atomic
@@ -45,13 +46,6 @@ def tile(clips: list[np.ndarray], columns: int, gap: int = 2, fill: int = 255) -
         r, k = divmod(i, columns)
         out[:, r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = c
     return out
-
-
-def write_png(path: str | Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def gif_bytes(frames: np.ndarray, fps: float = 8.0, colors: int = 256) -> bytes:
@@ -101,3 +95,22 @@ def read_video(path: str | Path) -> np.ndarray:
 
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+# ----------------------------------------------------------------------------- figures
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed): the figures of the tables and the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: str | Path, dpi: int = 100) -> None:
+    """Write ``fig`` as a PNG at ``out`` (atomically) and close it."""
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    pyplot().close(fig)

@@ -1,6 +1,7 @@
 # Config access and target lists. Every rule file includes nothing itself; the Snakefile includes
 # this file first. Paths come from vdc.config.PATHS, settings from vdc.config.stage_settings, so
 # `python -m vdc <stage> --config ...` and Snakemake always agree.
+import functools
 import os
 import shlex
 import sys
@@ -12,7 +13,6 @@ from vdc.__main__ import STAGES
 from vdc.config import (
     ConfigError,
     PATHS,
-    eval_path,
     labeler_arch,
     load_config,
     method_settings,
@@ -61,12 +61,12 @@ GPU = 0 if config["device"] == "cpu" or (config["device"] == "auto" and not loca
 # jobserver: true -> the jobs' `python -m vdc` run in children of one local job server that has imported
 # torch once (vdc/jobserver.py); the jobs find it through this environment variable, so the shell commands
 # (and what Snakemake reruns) do not change with the switch.
-if config["jobserver"]:
-    from vdc.jobserver import ENV as _JOBSERVER_ENV, socket_path as _jobserver_socket
+from vdc.jobserver import ENV as _JOBSERVER_ENV, socket_path as _jobserver_socket  # (no torch: stdlib only)
 
+if config["jobserver"]:
     os.environ[_JOBSERVER_ENV] = _jobserver_socket()
 else:
-    os.environ.pop("VDC_JOBSERVER", None)
+    os.environ.pop(_JOBSERVER_ENV, None)
 
 # GPU stages start through GPU_RUN: it leases a free GPU per job on a multi-GPU machine
 # (vdc/gpulease.py) and is a plain pass-through under SLURM or without GPUs.
@@ -169,58 +169,76 @@ def method_needs(wildcards):
 # study.tables names the studies `snakemake` builds by default, and every study is a target of its own
 # (`snakemake table5`, tables.smk). A run is one evaluation JSON at vdc.config.eval_path (its condensed
 # set at PATHS["condensed"], its temporal tag explicit), so a run several studies share is one file,
-# computed once.
+# computed once. validate_config (above, on either config path) has checked that every study of
+# study.tables builds.
 from vdc import report as vdc_report
-from vdc.studies import STUDIES, check as check_studies, spec as study_spec, study_runs, teacher_archs
-
-try:
-    _study_problems = check_studies(config)
-except ConfigError as _err:
-    raise WorkflowError(str(_err)) from None
-if _study_problems:
-    raise WorkflowError("\n".join(["the studies of study.tables cannot be built:", *_study_problems]))
+from vdc.studies import ABLATIONS, STUDIES, STUDY_EXTS, make_run, spec as study_spec, study_runs, teacher_archs
 
 STUDY_RUNS = study_runs(config)  # every run of the default studies, each once
-TABLE_EXTS = ("md", "csv", "tex", "html", "png")
 REPORT = os.path.join(RESULTS, "report")
 
 
-def runs_of(name):
-    """The runs of one study (a WorkflowError names the config key when it cannot be built)."""
+def _once(fn):
+    """An argument-less target list, computed on its first call only (it depends on the config alone, which
+    is fixed once parsed); every call returns its own copy of the list."""
+    computed = functools.cache(fn)
+
+    @functools.wraps(fn)
+    def once():
+        return list(computed())
+
+    return once
+
+
+@functools.cache
+def _study(name):
+    """Study `name` (vdc.studies.Spec), built once per name (a WorkflowError names the config key when it
+    cannot be built)."""
     try:
-        return study_spec(config, name).runs()
+        return study_spec(config, name)
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
 
 
+def runs_of(name):
+    """The runs of one study (a WorkflowError names the config key when it cannot be built)."""
+    return _study(name).runs()
+
+
+@_once
 def study_condensed():
     """Every condensed set the default studies train on."""
     return sorted({r.condensed_path(config) for r in STUDY_RUNS})
 
 
+@_once
 def study_evals():
     """Every evaluation the default studies need."""
     return sorted({r.eval_path(config) for r in STUDY_RUNS})
 
 
+@_once
 def full_data_evals():
-    """The protocol on every training clip (study.full_data; IPC 0 = all clips): one run per dataset."""
-    return [eval_path(config, ds, "full", 0, STUDY["seeds"][0], STUDY["eval_arch"], "hard")
+    """The protocol on every training clip (study.full_data; IPC 0 = all clips): one run per dataset, the
+    run (vdc.studies.make_run) Table 8's full-data cell reads."""
+    return [make_run(config, ds, "full", 0, STUDY["seeds"][0], STUDY["eval_arch"], "hard").eval_path(config)
             for ds in STUDY["datasets"]] if STUDY["full_data"] else []
 
 
-def study_datasets(runs=None):
-    return sorted({r.dataset for r in (STUDY_RUNS if runs is None else runs)} | set(STUDY["datasets"]))
+@_once
+def study_datasets():
+    return sorted({r.dataset for r in STUDY_RUNS} | set(STUDY["datasets"]))
 
 
-def study_teachers(runs=None):
+@_once
+def study_teachers():
     """The main teacher's metrics per dataset (the tables' Full-dataset row)."""
-    return [path("teacher_metrics", dataset=ds, arch=config["teacher"]["arch"]) for ds in study_datasets(runs)]
+    return [path("teacher_metrics", dataset=ds, arch=config["teacher"]["arch"]) for ds in study_datasets()]
 
 
 def table_files(name):
-    """The files of one study: {md, csv, tex, html, png}."""
-    return {ext: os.path.join(path("tables"), f"{name}.{ext}") for ext in TABLE_EXTS}
+    """The files of one study: {md, csv, tex, html, png} (vdc.studies.STUDY_EXTS)."""
+    return {ext: os.path.join(path("tables"), f"{name}.{ext}") for ext in STUDY_EXTS}
 
 
 def table_outputs():
@@ -242,9 +260,10 @@ def paper_files():
     return {ext: os.path.join(path("tables"), f"paper.{ext}") for ext in ("md", "html")}
 
 
-MAIN_STUDIES = ("table8", "table9", "table11", "figure4", "label_curves")
+MAIN_STUDIES = tuple(n for n in STUDIES if n not in ABLATIONS)  # the main results; the rest are ablations
 
 
+@_once
 def compare_sets():
     """The condensed sets shown side by side per (dataset, IPC, first seed): those of the main studies in
     study.tables (else of all default studies)."""
@@ -253,12 +272,14 @@ def compare_sets():
     return sorted({r.condensed_path(config) for r in runs})
 
 
+@_once
 def distilled_sets():
     """Condensed sets of an optimising method (EDC, DATM and their variants): their /history is drawn."""
     return [c for c, r in sorted({r.condensed_path(config): r for r in STUDY_RUNS}.items())
             if method_settings(config, r.dataset, r.method, r.ipc)["base"] in ("edc", "datm")]
 
 
+@_once
 def report_teachers():
     """Metrics of every teacher the default studies read (labelers, EDC / RDED / Herding networks)."""
     return [path("teacher_metrics", dataset=ds, arch=a) for ds, archs in teacher_archs(config, STUDY_RUNS).items()
@@ -266,15 +287,12 @@ def report_teachers():
 
 
 def report_figures():
-    """Every file the report rules draw (tables.report)."""
-    sets = [f for c in study_condensed() for f in vdc_report.set_outputs(REPORT, c).values()]
-    pages = list(vdc_report.compare_groups(REPORT, compare_sets()))
-    curves = [vdc_report.teacher_curve_output(REPORT, t) for t in report_teachers()]
-    curves += vdc_report.eval_curve_outputs(REPORT, report_evals())
-    curves += [vdc_report.history_output(REPORT, c) for c in distilled_sets()]
-    return sets + pages + curves
+    """Every file the report rules draw (tables.report): the outputs of rules report_sets and report_curves
+    (tables.smk; so call this only after that file is included, as rule all and rule report_figures do)."""
+    return [*rules.report_sets.output, *rules.report_curves.output]
 
 
+@_once
 def report_evals():
     """The evaluations whose curves the report draws: the default studies' and the full-data runs."""
     return sorted(set(study_evals() + full_data_evals()))
@@ -282,7 +300,6 @@ def report_evals():
 
 # What the tables stage reads of the config (its params: a change to these reruns the tables).
 TABLE_KEYS = ("study", "studies", "datasets", "models", "evaluate", "methods", "tables", "teacher", "results")
-ABLATION_STUDIES = ("table2", "table3", "table4", "table5", "table6", "table7", "table10")
 
 
 def _tables_settings():
@@ -300,13 +317,13 @@ def study_caption(wildcards):
     from vdc.tables import study_caption as caption
 
     try:
-        return _rst(caption(config, wildcards.study))
+        return _rst(caption(config, _study(wildcards.study)))  # the Spec table_inputs built
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
 
 
 def _study_kind(wildcards):
-    return "ablations" if wildcards.study in ABLATION_STUDIES else "main results"
+    return "ablations" if wildcards.study in ABLATIONS else "main results"
 
 
 def _set_labels(condensed):
