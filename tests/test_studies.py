@@ -114,6 +114,23 @@ def test_every_run_is_one_file_and_the_union_has_no_duplicates():
     assert r.eval_path(cfg).startswith("res/eval/toy/") and r.condensed_path(cfg).endswith(f"seed{r.seed}.h5")
 
 
+def test_one_definition_of_a_runs_defaults_everywhere():
+    """config.eval_path, the studies' runs and `python -m vdc settings` fill in a run's loss, CutMix and
+    temporal tag the same way, a dataset's own evaluate overrides and a non-canonical tag included."""
+    from vdc.config import eval_path
+    from vdc.settings import wildcards_for
+    from vdc.studies import make_run
+
+    cfg = config(datasets={"toy": {"stage_overrides": {"evaluate": {"loss": "kl", "cutmix": True}}}},
+                 methods={"rded": {"temporal": "tc8-sliding-none"}})
+    run = make_run(cfg, "toy", "rded", 1, 0, "minic3d", "soft")
+    assert (run.loss, run.cutmix, run.temporal) == ("kl", True, "tc8-naive-none")
+    assert eval_path(cfg, "toy", "rded", 1, 0, "minic3d", "soft") == run.eval_path(cfg)
+    assert "/ipc1-tc8-naive-none-seed0/minic3d-soft-kl-cutmix.json" in run.eval_path(cfg)
+    wc = wildcards_for(cfg, "evaluate", "toy", labels="soft")
+    assert (wc["loss"], wc["cutmix"]) == ("kl", "cutmix")
+
+
 def test_study_datasets_seeds_and_labeler_follow_the_config():
     cfg = config(studies={"table5": {"datasets": ["toy"], "seeds": [3]}},
                  evaluate={"labeler_arch": "student"})

@@ -47,18 +47,13 @@ def path(kind: str, **fields: Any) -> str:
 
 def eval_path(cfg: dict, dataset: str, method: str, ipc: int, seed: int, arch: str, labels: str,
               loss: str | None = None, cutmix: bool | None = None, temporal: str | None = None) -> str:
-    """Where the evaluation of one run lives — the one function the workflow's targets and the tables
-    both use. Unset parts take the study's values: loss ``ce`` for hard labels, else ``evaluate.loss``;
-    CutMix ``evaluate.cutmix``; the method's temporal setting."""
-    ev = cfg["evaluate"]
-    if loss is None:
-        loss = "ce" if labels == "hard" else ev["loss"]
-    if cutmix is None:
-        cutmix = ev["cutmix"]
-    if temporal is None:
-        temporal = method_settings(cfg, dataset, method, int(ipc))["temporal"]
-    return path("eval", results=cfg["results"], dataset=dataset, method=method, ipc=ipc, temporal=temporal,
-                seed=seed, arch=arch, labels=labels, loss=loss, cutmix="cutmix" if cutmix else "nocutmix")
+    """Where the evaluation of one run lives: the run of :func:`vdc.studies.make_run` (the one place
+    that fills in the study's defaults: loss ``ce`` for hard labels, else the dataset's evaluate.loss;
+    its evaluate.cutmix; the method's temporal setting, made canonical), as the workflow's targets and
+    the tables build it."""
+    from vdc.studies import make_run
+
+    return make_run(cfg, dataset, method, ipc, seed, arch, labels, loss, cutmix, temporal).eval_path(cfg)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import yaml
 
-from vdc.config import ConfigError, labeler_arch, load_config, method_settings, stage_settings
+from vdc.config import ConfigError, labeler_arch, load_config, method_settings, section, stage_settings
 
 JOB_STAGES = ("toy", "extract", "teacher", "experts", "stats", "condense", "evaluate")
 
@@ -41,7 +41,7 @@ def wildcards_for(cfg: dict, stage: str, dataset: str, method=None, ipc=None, se
                 "temporal": method_settings(cfg, dataset, method, ipc)["temporal"]}
     if stage == "evaluate":
         labels = labels or "multisl"
-        ev = cfg["evaluate"]
+        ev = section(cfg, dataset, "evaluate")  # the dataset's evaluate (stage_overrides), as studies.make_run
         return {"arch": arch or study["eval_arch"], "labels": labels,
                 "loss": loss or ("ce" if labels == "hard" else ev["loss"]),
                 "cutmix": cutmix or ("cutmix" if ev["cutmix"] else "nocutmix"),

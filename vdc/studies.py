@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vdc.config import ConfigError, PATHS, eval_path, labeler_arch, method_settings, parse_temporal, section
+from vdc.config import ConfigError, labeler_arch, method_settings, parse_temporal, path, section
 
 STUDIES = ("table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "table11",
            "figure4", "label_curves")
@@ -94,12 +94,13 @@ class Run:
     cutmix: bool
 
     def eval_path(self, cfg: dict) -> str:
-        return eval_path(cfg, self.dataset, self.method, self.ipc, self.seed, self.arch, self.labels,
-                         loss=self.loss, cutmix=self.cutmix, temporal=self.temporal)
+        return path("eval", results=cfg["results"], dataset=self.dataset, method=self.method, ipc=self.ipc,
+                    temporal=self.temporal, seed=self.seed, arch=self.arch, labels=self.labels, loss=self.loss,
+                    cutmix="cutmix" if self.cutmix else "nocutmix")
 
     def condensed_path(self, cfg: dict) -> str:
-        return PATHS["condensed"].format(results=cfg["results"], dataset=self.dataset, method=self.method,
-                                         ipc=self.ipc, temporal=self.temporal, seed=self.seed)
+        return path("condensed", results=cfg["results"], dataset=self.dataset, method=self.method,
+                    ipc=self.ipc, temporal=self.temporal, seed=self.seed)
 
 
 def canonical_temporal(tag: str, clip_len: int) -> str:

@@ -99,8 +99,12 @@ def path(kind, **fields):
 
 
 def condensed_of(dataset, method, ipc, seed):
-    """The condensed set of (dataset, method, IPC, seed) at the method's own temporal setting."""
-    temporal = method_settings(config, dataset, method, int(ipc))["temporal"]
+    """The condensed set of (dataset, method, IPC, seed) at the method's own temporal setting, its tag made
+    canonical as the studies' runs make it (vdc.studies.canonical_temporal): the same file they train on."""
+    from vdc.studies import canonical_temporal
+
+    temporal = canonical_temporal(method_settings(config, dataset, method, int(ipc))["temporal"],
+                                  int(config["datasets"][dataset]["clip_len"]))
     return path("condensed", dataset=dataset, method=method, ipc=ipc, temporal=temporal, seed=seed)
 
 
